@@ -1,0 +1,48 @@
+# One command runs everything: `make test`. It builds its own virtual
+# environments, so a fresh machine needs only python3 (and pypy3, optionally).
+PYTHON ?= python3
+PYPY ?= pypy3
+VENV := .venv
+PYPY_VENV := .venv-pypy
+
+.PHONY: test lint typecheck pytest pytest-pypy serve echo bench clean
+
+test: lint typecheck pytest pytest-pypy
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[redis,test,lint]'
+	touch $@
+
+$(PYPY_VENV)/.installed: pyproject.toml
+	$(PYPY) -m venv $(PYPY_VENV)
+	$(PYPY_VENV)/bin/python -m pip install -q -e '.[test]'
+	touch $@
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy --strict
+
+pytest: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest
+
+# The same suite on PyPy, where pypy3 is installed.
+pytest-pypy:
+	@if command -v $(PYPY) >/dev/null 2>&1; then \
+		$(MAKE) $(PYPY_VENV)/.installed && $(PYPY_VENV)/bin/python -m pytest; \
+	else \
+		echo "pypy3 not found: skipping the PyPy run"; \
+	fi
+
+# The main example server (quick start).
+serve: $(VENV)/.installed
+	$(VENV)/bin/python examples/echo_server.py
+
+echo: serve
+
+clean:
+	rm -rf $(VENV) $(PYPY_VENV) .mypy_cache .pytest_cache .ruff_cache

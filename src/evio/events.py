@@ -1,0 +1,132 @@
+"""The user-facing vocabulary: the `Events` to override, `Action` and `Options`."""
+
+from __future__ import annotations
+
+import enum
+import math
+import socket
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional, Tuple, Union
+
+if TYPE_CHECKING:
+    from .conn import Conn, Server
+
+#: What an event may hand back to be written: `None` means nothing.
+Out = Union[bytes, bytearray, memoryview, None]
+
+
+class Action(enum.IntEnum):
+    """What the loop should do after an event returns."""
+
+    #: Carry on.
+    NONE = 0
+    #: Write what is pending, stop watching the socket, hand it to `Events.detached`.
+    DETACH = 1
+    #: Write what is pending, then close the connection.
+    CLOSE = 2
+    #: Close every connection and listener; `serve` returns.
+    SHUTDOWN = 3
+
+
+@dataclass(frozen=True)
+class Options:
+    """Per-connection settings, returned from `Events.opened`.
+
+    `tcp_keepalive`: seconds of idleness before keep-alive probes start (and
+    between probes); `None` leaves the OS default (off).
+    `reuse_input_buffer`: when true, `Events.data` gets a `memoryview` into a
+    buffer the loop reuses, valid only during the call (no copy per read).
+    """
+
+    tcp_keepalive: float | None = None
+    reuse_input_buffer: bool = False
+
+    def __post_init__(self) -> None:
+        ka = self.tcp_keepalive
+        if ka is not None:
+            if isinstance(ka, bool) or not isinstance(ka, (int, float)):
+                raise TypeError(f"Options.tcp_keepalive must be seconds or None, not {ka!r}")
+            if not (math.isfinite(ka) and ka > 0):
+                raise ValueError(f"Options.tcp_keepalive must be a positive number of seconds, not {ka!r}")
+
+
+OpenedResult = Union[Out, Tuple[Out, Action], Tuple[Out, Optional[Options], Action]]
+DataResult = Union[Out, Tuple[Out, Action]]
+TickResult = Union[float, Tuple[float, Action], None]
+
+
+class Events:
+    """Subclass this and override the events you need.
+
+    Every event runs on the thread that called `serve`, and may return `None`
+    for "nothing to do". An event a subclass does not override is never
+    called, so it costs nothing. Overriding `__init__` without calling
+    `super().__init__()` is fine.
+    """
+
+    def serving(self, server: Server) -> Action | None:
+        """Fires once, when every listener is ready to accept."""
+        return None
+
+    def opened(self, conn: Conn) -> OpenedResult:
+        """Fires when a connection was accepted.
+
+        Return `out`, `(out, action)` or `(out, options, action)`: `out` is
+        written at once; `options` (an `Options` or `None`) applies to this
+        connection.
+        """
+        return None
+
+    def closed(self, conn: Conn, err: BaseException | None) -> Action | None:
+        """Fires when a connection is gone.
+
+        `err` is `None` for a clean close or end of input, else the exception
+        (a reset, a timeout, or what one of this connection's events raised).
+        """
+        return None
+
+    def detached(self, conn: Conn, sock: socket.socket) -> Action | None:
+        """Fires after `Action.DETACH`, once pending output is written.
+
+        `sock` is in blocking mode and no longer watched: the caller owns it
+        and must close it. `closed` does not fire for a detached connection.
+        When this event is not overridden, the socket is closed.
+        """
+        return None
+
+    def data(self, conn: Conn, data: bytes | memoryview | None) -> DataResult:
+        """Fires when bytes arrived, or with `None` after a wake.
+
+        Return `out` or `(out, action)`.
+        """
+        return None
+
+    def prewrite(self, conn: Conn, amount: int) -> Action | None:
+        """Fires before each write attempt of `amount` bytes.
+
+        `Action.CLOSE` skips the write and closes at once, dropping what was
+        pending.
+        """
+        return None
+
+    def postwrite(self, conn: Conn, amount: int, remaining: int) -> Action | None:
+        """Fires after each write attempt: `amount` written, `remaining` still buffered.
+
+        `Action.CLOSE` closes after this attempt, dropping what remains.
+        """
+        return None
+
+    def tick(self) -> TickResult:
+        """Fires right after `serving`, then again after the delay it returns.
+
+        Return the delay in seconds (negative counts as 0), `(delay, action)`,
+        or `None` to stop ticking. `(delay, Action.SHUTDOWN)` stops the server
+        at once.
+        """
+        return None
+
+
+def overridden(events: Events, name: str) -> bool:
+    """Whether `events` replaces the base class's no-op event `name`."""
+    method = getattr(events, name)
+    return getattr(method, "__func__", method) is not getattr(Events, name)
