@@ -30,6 +30,7 @@ class Conn:
         "_send",
         "_sock",
         "_state",
+        "_unsent",
         "_wake",
         "addr_index",
         "context",
@@ -64,6 +65,7 @@ class Conn:
         self._state = 0
         #: When a closing connection whose peer reads nothing is dropped.
         self._deadline = 0.0
+        self._unsent: int | None = None
         self._reuse = False
         self._wake = wake
 

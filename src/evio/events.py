@@ -50,9 +50,12 @@ class Options:
                 raise ValueError(f"Options.tcp_keepalive must be a positive number of seconds, not {ka!r}")
 
 
-OpenedResult = Union[Out, Tuple[Out, Action], Tuple[Out, Optional[Options], Action]]
-DataResult = Union[Out, Tuple[Out, Action]]
-TickResult = Union[float, Tuple[float, Action], None]
+#: What `opened` may return: `out`, `(out, action)` or `(out, options, action)`.
+OpenedResult = Union[Out, Tuple[Out, Optional[Action]], Tuple[Out, Optional[Options], Optional[Action]]]
+#: What `data` may return: `out` or `(out, action)`.
+DataResult = Union[Out, Tuple[Out, Optional[Action]]]
+#: What `tick` may return: a delay in seconds, `(delay, action)`, or `None` to stop ticking.
+TickResult = Union[float, Tuple[float, Optional[Action]], None]
 
 
 class Events:
@@ -90,7 +93,7 @@ class Events:
 
         `sock` is in blocking mode and no longer watched: the caller owns it
         and must close it. `closed` does not fire for a detached connection.
-        When this event is not overridden, the socket is closed.
+        When this event is not overridden, or raises, the socket is closed.
         """
         return None
 

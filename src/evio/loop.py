@@ -31,6 +31,8 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import struct
+import sys
 import threading
 import time
 from typing import Any, Callable
@@ -40,6 +42,12 @@ from .conn import Conn, Server, apply_options
 from .events import Action, Events, Options, overridden
 from .pollers import IN, OUT, make_poller
 from .waker import Waker
+
+try:
+    import fcntl
+    import termios
+except ImportError:  # not POSIX
+    fcntl = termios = None  # type: ignore[assignment]
 
 logger = logging.getLogger("evio")
 
@@ -55,6 +63,9 @@ READ_SIZE = 65536
 OPEN, CLOSING, DETACHING, GONE = 0, 1, 2, 3
 _NO_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _OUT_TYPES = (bytes, bytearray, memoryview)
+# Linux's ioctl for the unsent bytes of a socket: our own writes lag behind the
+# peer's reads (writability is reported only once a third of the buffer is free).
+_TIOCOUTQ: int | None = getattr(termios, "TIOCOUTQ", None) if sys.platform.startswith("linux") and termios else None
 
 
 def serve(events: Events, *addrs: str) -> None:
@@ -82,6 +93,16 @@ def serve(events: Events, *addrs: str) -> None:
 
 def _bad_return(event: str, value: object, expected: str) -> TypeError:
     return TypeError(f"{event} returned {value!r}; expected {expected}")
+
+
+def _unsent(c: Conn) -> int | None:
+    """Bytes in the kernel's send queue for `c` that the peer has not taken, where the OS tells."""
+    if _TIOCOUTQ is None:
+        return None
+    try:
+        return struct.unpack("i", fcntl.ioctl(c._fd, _TIOCOUTQ, b"\0\0\0\0"))[0]  # type: ignore[no-any-return]
+    except OSError:
+        return None
 
 
 def _check_out(event: str, out: object) -> bytes | bytearray | memoryview:
@@ -225,6 +246,12 @@ class Loop:
             for fd in self._listeners:
                 self._poller.register(fd, IN)
         for c in [c for c in self._closing if now >= c._deadline]:
+            queued = _unsent(c)
+            if queued is not None and queued != c._unsent:
+                # The peer took bytes from the kernel's queue: it reads, if slowly.
+                c._unsent = queued
+                c._deadline = now + CLOSE_TIMEOUT
+                continue
             self._close(c, TimeoutError(f"connection {c.id}: the peer read nothing for {CLOSE_TIMEOUT:g} s"))
         if self._next_tick is not None and now >= self._next_tick and not self._stopping:
             self._run_tick()
@@ -266,6 +293,8 @@ class Loop:
             try:
                 sock, addr = accept()
             except (BlockingIOError, InterruptedError):
+                # The backlog is drained: any shortage of descriptors is over.
+                self._out_of_fds_logged = False
                 return
             except OSError as err:
                 if err.errno in _NO_RESOURCES:
@@ -273,7 +302,6 @@ class Loop:
                     return
                 # ECONNABORTED and friends: that one client is gone; the next may be there.
                 continue
-            self._out_of_fds_logged = False
             self._open(sock, addr, listener)
             if self._stopping:
                 return
@@ -482,13 +510,17 @@ class Loop:
             if self._closed is not None:
                 self._call_ending("closed", self._closed, c, err)
             return
-        self._call_ending("detached", self._detached, c, sock)
+        if not self._call_ending("detached", self._detached, c, sock):
+            sock.close()  # nobody took it over
 
-    def _call_ending(self, event: str, fn: Callable[[Conn, Any], object], c: Conn, arg: Any) -> None:
+    def _call_ending(self, event: str, fn: Callable[[Conn, Any], object], c: Conn, arg: Any) -> bool:
+        """Call `closed` or `detached`, logging what it raises; False when it raised."""
         try:
             self._loop_action(event, fn(c, arg))
         except Exception:
             logger.exception("evio: %s raised for connection %d", event, c.id)
+            return False
+        return True
 
     def _fail(self, c: Conn, event: str, err: Exception) -> None:
         logger.error("evio: %s raised for connection %d; closing it", event, c.id, exc_info=err)

@@ -1,0 +1,111 @@
+"""The echo example, run as a user runs it: a real process and real clients."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import WAIT, recv_exactly, recv_until_closed
+from echo_server import WELCOME
+
+SCRIPT = Path(__file__).resolve().parent.parent / "examples" / "echo_server.py"
+
+
+class EchoProcess:
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(SCRIPT), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        match = re.match(r"echo server started on port (\d+)", line)
+        assert match, f"unexpected first line {line!r}"
+        self.port = int(match.group(1))
+        self.lines = [line]
+        if "--unix" in args:
+            self.lines.append(self.proc.stdout.readline())
+
+    def connect(self) -> socket.socket:
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=WAIT)
+        assert recv_exactly(s, len(WELCOME)) == WELCOME
+        return s
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(WAIT)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def echo() -> Iterator[type[EchoProcess]]:
+    started: list[EchoProcess] = []
+
+    class Tracked(EchoProcess):
+        def __init__(self, *args: str) -> None:
+            super().__init__(*args)
+            started.append(self)
+
+    yield Tracked
+    for p in started:
+        p.close()
+
+
+@pytest.mark.parametrize("flags", [(), ("--stdlib",)])
+def test_welcome_echo_quit_shutdown(echo: type[EchoProcess], flags: tuple[str, ...]) -> None:
+    server = echo("--port", "0", *flags)
+    with server.connect() as a, server.connect() as b:
+        a.sendall(b"hello\r\n")
+        assert recv_exactly(a, 7) == b"hello\r\n"
+        a.sendall(b"quit\r\n")
+        assert recv_until_closed(a) == b"bye\n"
+        b.sendall(b"shutdown\n")
+        assert recv_until_closed(b) == b"shutting down\n"
+    assert server.proc.wait(WAIT) == 0
+
+
+def test_unix_listener_trace_and_sigterm(echo: type[EchoProcess], tmp_path: Path) -> None:
+    path = tmp_path / "echo.sock"
+    server = echo("--port", "0", "--unix", str(path), "--trace")
+    assert server.lines[1].strip() == f"echo server started on unix socket {path}"
+    with socket.socket(socket.AF_UNIX) as u:
+        u.settimeout(WAIT)
+        u.connect(str(path))
+        assert recv_exactly(u, len(WELCOME)) == WELCOME
+        u.sendall(b"over unix")
+        assert recv_exactly(u, 9) == b"over unix"
+    os.kill(server.proc.pid, signal.SIGTERM)
+    assert server.proc.wait(WAIT) == 0
+    assert not path.exists()
+    assert server.proc.stderr is not None
+    log = server.proc.stderr.read()
+    assert "opened" in log and "9 bytes b'over unix'" in log
+
+
+def test_reuseport_lets_two_servers_share_a_port(echo: type[EchoProcess]) -> None:
+    if not hasattr(socket, "SO_REUSEPORT"):
+        pytest.skip("no SO_REUSEPORT here")
+    first = echo("--port", "0", "--reuseport")
+    second = echo("--port", str(first.port), "--reuseport")
+    assert second.port == first.port
+    with second.connect() as c:
+        c.sendall(b"x")
+        assert c.recv(1) == b"x"
+
+
+def test_port_in_use_is_a_clear_error(echo: type[EchoProcess]) -> None:
+    first = echo("--port", "0")
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--port", str(first.port)], capture_output=True, text=True, timeout=WAIT
+    )
+    assert proc.returncode == 1
+    assert f":{first.port}" in proc.stderr and "in use" in proc.stderr

@@ -1,0 +1,297 @@
+"""Moving bytes: large echoes, backpressure, many connections, EOF, resets, time-outs, descriptors."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import select
+import socket
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from typing import Any, Callable, Union
+
+import pytest
+from conftest import WAIT, ServerThread, TestEvents, open_fds, recv_exactly, recv_until_closed, with_backend
+
+import evio
+import evio.loop
+from evio.events import DataResult
+
+Start = Callable[..., ServerThread]
+Data = Union[bytes, memoryview, None]
+MiB = 1 << 20
+
+
+def local(backend: str) -> str:
+    return with_backend("tcp4://127.0.0.1:0", backend)
+
+
+class Echo(TestEvents):
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed_with: queue.Queue[BaseException | None] = queue.Queue()
+
+    def data(self, conn: evio.Conn, data: Data) -> DataResult:
+        return data
+
+    def closed(self, conn: evio.Conn, err: BaseException | None) -> evio.Action | None:
+        self.closed_with.put(err)
+        return None
+
+
+def test_64mib_echo_through_a_slow_reader(start_server: Start, backend: str) -> None:
+    total = 64 * MiB
+    payload = os.urandom(MiB) * 64
+    st = start_server(Echo(), local(backend))
+    with st.connect() as c:
+        c.settimeout(60)
+        sender = threading.Thread(target=c.sendall, args=(payload,))
+        sender.start()
+        digest = hashlib.sha256()
+        got = 0
+        while got < total:
+            if got < 2 * MiB:
+                time.sleep(0.002)  # slow at first: the server must hold back, not drop
+            chunk = c.recv(min(1 << 16 if got < 2 * MiB else MiB, total - got))
+            assert chunk
+            digest.update(chunk)
+            got += len(chunk)
+        sender.join(60)
+        assert not sender.is_alive()
+    assert digest.digest() == hashlib.sha256(payload).digest()
+
+
+def test_backpressure_blocks_a_client_that_never_reads(start_server: Start, backend: str) -> None:
+    st = start_server(Echo(), local(backend))
+    with st.connect() as c:
+        c.setblocking(False)
+        chunk = b"p" * (1 << 16)
+        sent = 0
+        stalled_since = time.monotonic()
+        while sent < 64 * MiB:
+            try:
+                sent += c.send(chunk)
+                stalled_since = time.monotonic()
+            except BlockingIOError:
+                if time.monotonic() - stalled_since > 1.0:
+                    break  # nobody has taken a byte for a second: TCP holds us back
+                select.select([], [c], [], 0.05)
+        assert sent < 32 * MiB, f"the server kept reading {sent} bytes from a client that never reads"
+        # And it still echoes all of it once the client reads.
+        c.setblocking(True)
+        c.settimeout(WAIT)
+        assert recv_exactly(c, sent) == b"p" * sent
+
+
+def test_a_thousand_concurrent_connections(start_server: Start, backend: str) -> None:
+    st = start_server(Echo(), local(backend))
+    clients = [socket.create_connection(st.addr(), timeout=WAIT) for _ in range(1000)]
+    try:
+        for i, c in enumerate(clients):
+            c.sendall(b"%06d" % i)
+        for i, c in enumerate(clients):
+            assert recv_exactly(c, 6) == b"%06d" % i
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_half_close_still_gets_the_whole_reply(start_server: Start, backend: str) -> None:
+    reply = os.urandom(8 * MiB)
+
+    class Reply(Echo):
+        def data(self, conn: evio.Conn, data: Data) -> DataResult:
+            return reply
+
+    ev = Reply()
+    st = start_server(ev, local(backend))
+    with st.connect() as c:
+        c.sendall(b"request")
+        c.shutdown(socket.SHUT_WR)
+        assert recv_until_closed(c) == reply
+    assert ev.closed_with.get(timeout=WAIT) is None
+
+
+def test_peer_reset_gives_closed_with_the_error(start_server: Start, backend: str) -> None:
+    opened = threading.Event()
+
+    class Watch(Echo):
+        def opened(self, conn: evio.Conn) -> evio.events.OpenedResult:
+            opened.set()
+            return None
+
+    ev = Watch()
+    st = start_server(ev, local(backend))
+    c = st.connect()
+    assert opened.wait(WAIT)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()  # linger 0: the kernel sends RST
+    err = ev.closed_with.get(timeout=WAIT)
+    assert isinstance(err, ConnectionResetError)
+
+
+def test_reset_while_output_is_pending(start_server: Start, backend: str) -> None:
+    class Flood(Echo):
+        def data(self, conn: evio.Conn, data: Data) -> DataResult:
+            return b"f" * (32 * MiB)
+
+    ev = Flood()
+    st = start_server(ev, local(backend))
+    c = st.connect()
+    c.sendall(b"go")
+    recv_exactly(c, 1000)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+    err = ev.closed_with.get(timeout=WAIT)
+    assert isinstance(err, (ConnectionResetError, BrokenPipeError))
+
+
+def test_closing_connection_whose_peer_reads_nothing_is_dropped(
+    start_server: Start, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(evio.loop, "CLOSE_TIMEOUT", 0.5)
+
+    class Goodbye(Echo):
+        def data(self, conn: evio.Conn, data: Data) -> DataResult:
+            return b"g" * (32 * MiB), evio.Action.CLOSE
+
+    ev = Goodbye()
+    st = start_server(ev, local(backend))
+    with st.connect() as c:
+        c.sendall(b"x")
+        began = time.monotonic()
+        err = ev.closed_with.get(timeout=WAIT)
+        assert isinstance(err, TimeoutError)
+        assert time.monotonic() - began >= 0.4
+
+
+def test_closing_connection_that_reads_slowly_is_not_dropped(
+    start_server: Start, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(evio.loop, "CLOSE_TIMEOUT", 0.5)
+    blob = b"s" * (16 * MiB)
+
+    class Goodbye(Echo):
+        def data(self, conn: evio.Conn, data: Data) -> DataResult:
+            return blob, evio.Action.CLOSE
+
+    ev = Goodbye()
+    st = start_server(ev, local(backend))
+    with st.connect() as c:
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+        c.sendall(b"x")
+        got = 0
+        began = time.monotonic()
+        while True:  # slower overall than the time-out, but never idle for that long
+            chunk = c.recv(1 << 20)
+            if not chunk:
+                break
+            got += len(chunk)
+            if time.monotonic() - began < 1.5:
+                time.sleep(0.1)
+        assert got == len(blob)
+    assert ev.closed_with.get(timeout=WAIT) is None
+
+
+def test_no_descriptor_leaks_after_a_run(backend: str, tmp_path: Any) -> None:
+    before = open_fds()
+    ev = Echo()
+    st = ServerThread(ev, local(backend), with_backend(f"unix://{tmp_path}/fd.sock", backend)).start()
+    clients = [st.connect(i % 2) for i in range(20)]
+    for c in clients:
+        c.sendall(b"x")
+        assert c.recv(1) == b"x"
+    for c in clients[:10]:
+        c.close()
+    st.stop()
+    for c in clients[10:]:
+        c.close()
+    assert open_fds() == before
+    assert threading.active_count() >= 1
+    assert not os.path.exists(f"{tmp_path}/fd.sock")
+
+
+def test_no_leak_after_failing_to_start(backend: str) -> None:
+    before = open_fds()
+    with pytest.raises(ValueError):
+        evio.serve(Echo(), local(backend), "bogus://x")
+    with pytest.raises(OSError):
+        evio.serve(Echo(), local(backend), with_backend("tcp4://192.0.2.1:0", backend))
+    assert open_fds() == before
+
+
+_EMFILE_SERVER = textwrap.dedent(
+    """
+    import resource, sys, evio
+    class Echo(evio.Events):
+        def serving(self, server):
+            print(server.addrs[0][1], flush=True)
+        def data(self, conn, data):
+            if data == b"shutdown":
+                return b"bye", evio.Action.SHUTDOWN
+            return data
+    import os
+    used = len(os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (used + 8, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    evio.serve(Echo(), sys.argv[1])
+    """
+)
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_out_of_descriptors_pauses_accepting_without_spinning(backend: str) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _EMFILE_SERVER, local(backend)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    clients: list[socket.socket] = []
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        first = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+        clients.append(first)
+        first.sendall(b"a")
+        assert first.recv(1) == b"a"
+        for _ in range(20):  # far more than the server has descriptors for
+            clients.append(socket.create_connection(("127.0.0.1", port), timeout=WAIT))
+        time.sleep(0.3)
+        cpu_before = _cpu_seconds(proc.pid)
+        time.sleep(1.0)
+        assert _cpu_seconds(proc.pid) - cpu_before < 0.5, "the server spins while out of descriptors"
+        first.sendall(b"b")
+        assert first.recv(1) == b"b", "existing connections are still served"
+        for c in clients[1:]:
+            c.close()
+        del clients[1:]
+        time.sleep(0.5)  # the pause ends and the backlog drains
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as late:
+            late.sendall(b"c")
+            assert late.recv(1) == b"c"
+        first.sendall(b"shutdown")
+        assert recv_until_closed(first) == b"bye"
+        assert proc.wait(WAIT) == 0
+        assert proc.stderr is not None
+        log = proc.stderr.read()
+        assert log.count("cannot accept") == 1, log
+    finally:
+        for c in clients:
+            c.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
