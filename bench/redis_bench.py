@@ -1,0 +1,777 @@
+"""The Redis benchmark: redis-benchmark against redis-server, the evio clone, and asyncio and uvloop servers.
+
+    python bench/redis_bench.py [--rounds N] [--requests N] [--quick] [--servers a,b] [--out DIR]
+
+Every server runs on loopback, pinned to one CPU, with redis-benchmark pinned to the other. Each
+round runs every test against every server back to back (in a rotated order), so slow drift on a
+shared machine hits all servers alike; the report gives medians over rounds and ratios to the
+redis-server measured in the same run. Server CPU time comes from /proc/PID/stat around each
+redis-benchmark run; memory from /proc/PID/status on a fresh server holding 1,000 idle connections.
+Results go to redis.json, redis.md and redis.png in --out (docs/bench by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import math
+import os
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import (
+    LOOPBACK,
+    BenchError,
+    Panel,
+    Pinning,
+    ServerProcess,
+    bar_chart,
+    free_port,
+    idle_connections,
+    interpreter_info,
+    machine_info,
+    markdown_table,
+    plan_pinning,
+    raise_fd_limit,
+    run_client,
+    terminate_becomes_interrupt,
+    write_json,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+TESTS = ("PING_INLINE", "PING_MBULK", "SET", "GET")
+IDLE_REQUEST = b"*1\r\n$4\r\nPING\r\n"
+IDLE_REPLY = b"+PONG\r\n"
+
+# The targets the issue sets, checked in every report.
+RPS_TARGET = 1.0  # evio's requests/s at -P 128 as a multiple of redis-server's: at least this
+CPU_TARGET = 1.25  # evio's CPU per request at -P 1 as a multiple of redis-server's: at most this
+
+_RESULT_LINE = re.compile(r"^\s*(?P<test>[^:\r\n]+?): (?P<rps>\d+(?:\.\d+)?) requests per second")
+
+
+def parse_benchmark_output(text: str) -> dict[str, float]:
+    """Requests per second per test from `redis-benchmark -q` output.
+
+    The result lines ("SET: 123456.79 requests per second, p50=0.103 msec") come after progress
+    lines that end in '\\r' rather than '\\n', so the text is split at both.
+    """
+    results: dict[str, float] = {}
+    for segment in re.split(r"[\r\n]+", text):
+        match = _RESULT_LINE.match(segment)
+        if match:
+            results[match["test"].strip()] = float(match["rps"])
+    return results
+
+
+@dataclass(frozen=True)
+class Load:
+    """One redis-benchmark configuration: how many clients, how deep a pipeline, how many requests per test."""
+
+    key: str
+    clients: int
+    pipeline: int
+    requests: int
+
+    @property
+    def label(self) -> str:
+        return f"-P {self.pipeline}, {self.clients:,} clients"
+
+    def argv(self, port: int, test: str, requests: int | None = None) -> list[str]:
+        return [
+            "redis-benchmark",
+            "-h",
+            LOOPBACK,
+            "-p",
+            str(port),
+            "-t",
+            test.lower(),
+            "-q",
+            "-c",
+            str(self.clients),
+            "-P",
+            str(self.pipeline),
+            "-n",
+            str(self.requests if requests is None else requests),
+        ]
+
+
+PIPELINED_FACTOR = 30  # -P 128 runs this many times the requests of -P 1, to last about as long
+
+
+def make_loads(requests: int) -> tuple[Load, ...]:
+    """The three loads of the issue; `requests` is per test at -P 1, and PIPELINED_FACTOR times that at -P 128."""
+    return (
+        Load("P128", clients=50, pipeline=128, requests=PIPELINED_FACTOR * requests),
+        Load("P1", clients=50, pipeline=1, requests=requests),
+        Load("P1_C1000", clients=1000, pipeline=1, requests=requests),
+    )
+
+
+@dataclass
+class Contender:
+    """A server under test: how to start it on a port, and what it is."""
+
+    key: str
+    label: str
+    argv: list[str]  # "{port}" stands for the port
+    env: dict[str, str] = field(default_factory=dict)
+    evio: bool = False  # the targets apply to it
+    description: dict[str, str] = field(default_factory=dict)
+
+    def command(self, port: int) -> list[str]:
+        return [word.replace("{port}", str(port)) for word in self.argv]
+
+    def display(self) -> str:
+        """The command as a person would type it in the repository's root."""
+        words = [
+            "python" if word == sys.executable else os.path.basename(word) if i == 0 else word
+            for i, word in enumerate(self.argv)
+        ]
+        words = [word.replace(str(REPO) + os.sep, "").replace("{port}", "PORT") for word in words]
+        env = [f"{k}={v.replace(str(REPO) + os.sep, '')}" for k, v in self.env.items()]
+        return shlex.join(env + words)
+
+
+def find_contenders(wanted: Sequence[str] | None) -> tuple[list[Contender], dict[str, str]]:
+    """The servers to measure, and why any of the others is left out."""
+    python = sys.executable
+    pypy = shutil.which("pypy3")
+    clone = str(REPO / "examples" / "redis_server.py")
+    asyncio_server = str(REPO / "bench" / "redis_asyncio_server.py")
+    pypy_path = os.pathsep.join([str(REPO / "src"), str(REPO / "examples")])
+    every = [
+        Contender(
+            "redis",
+            "redis-server",
+            ["redis-server", "--port", "{port}", "--bind", LOOPBACK, "--save", "", "--appendonly", "no"],
+        ),
+        Contender("evio", "evio (CPython)", [python, clone, "--port", "{port}", "--appendonly", "no"], evio=True),
+        Contender(
+            "evio-pypy",
+            "evio (PyPy)",
+            [pypy or "pypy3", clone, "--port", "{port}", "--appendonly", "no"],
+            env={"PYTHONPATH": pypy_path},
+            evio=True,
+        ),
+        Contender(
+            "evio-stdlib",
+            "evio --stdlib (CPython)",
+            [python, clone, "--port", "{port}", "--appendonly", "no", "--stdlib"],
+            evio=True,
+        ),
+        Contender("asyncio", "asyncio (CPython)", [python, asyncio_server, "--port", "{port}"]),
+        Contender("uvloop", "uvloop (CPython)", [python, asyncio_server, "--port", "{port}", "--uvloop"]),
+    ]
+    missing = {}
+    if shutil.which("redis-server") is None:
+        missing["redis"] = "redis-server is not installed"
+    if not Path(clone).exists():
+        missing["evio"] = missing["evio-stdlib"] = missing["evio-pypy"] = f"{clone} does not exist"
+    if pypy is None:
+        missing["evio-pypy"] = "pypy3 is not installed"
+    if not Path(asyncio_server).exists():
+        missing["asyncio"] = missing["uvloop"] = f"{asyncio_server} does not exist"
+    if importlib.util.find_spec("uvloop") is None:
+        missing["uvloop"] = f"uvloop is not installed for {python}"
+    known = {c.key for c in every}
+    if wanted is not None:
+        unknown = sorted(set(wanted) - known)
+        if unknown:
+            raise SystemExit(f"unknown server(s) {', '.join(unknown)}: choose from {', '.join(sorted(known))}")
+        if "redis" not in wanted:
+            raise SystemExit("--servers must include redis: every ratio is to the redis-server of the same run")
+    chosen = [c for c in every if (wanted is None or c.key in wanted) and c.key not in missing]
+    skipped = {key: why for key, why in missing.items() if wanted is None or key in wanted}
+    if "redis" in skipped:
+        raise SystemExit(f"cannot run the benchmark: {skipped['redis']}")
+    return chosen, skipped
+
+
+def describe(contender: Contender) -> dict[str, str]:
+    """What runs: the interpreter (version, build), the parser and the event loop."""
+    if contender.key == "redis":
+        version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, check=True).stdout
+        fields = dict(word.split("=", 1) for word in version.split() if "=" in word)
+        return {
+            "software": f"redis-server {fields.get('v', '?')} (C, {fields.get('malloc', 'libc')})",
+            "build": version.strip(),
+            "parser": "C (redis)",
+            "loop": "ae (epoll)",
+        }
+    executable = contender.argv[0]
+    info = interpreter_info(executable, contender.env)
+    has_hiredis = (
+        subprocess.run(
+            [executable, "-c", "import hiredis"],
+            capture_output=True,
+            env={**os.environ, **contender.env},
+            check=False,
+        ).returncode
+        == 0
+    )
+    loop = {
+        "evio": "evio epoll",
+        "evio-pypy": "evio epoll",
+        "evio-stdlib": "evio portable (selectors)",
+        "asyncio": "asyncio (selector loop)",
+        "uvloop": "uvloop",
+    }[contender.key]
+    return {
+        "software": f"{info['implementation']} {info['version']}",
+        "build": info["build"],
+        "parser": "hiredis" if has_hiredis else "pure Python",
+        "loop": loop,
+    }
+
+
+@dataclass
+class Sample:
+    """One redis-benchmark run against one server."""
+
+    rps: float
+    cpu_seconds: float
+    requests: int
+    wall_seconds: float
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return self.cpu_seconds / self.requests * 1e6
+
+    @property
+    def server_busy(self) -> float:
+        """The share of the run's wall time the server spent on a CPU: near 1.0, the server was the bottleneck."""
+        return self.cpu_seconds / self.wall_seconds
+
+
+def measure(server: ServerProcess, load: Load, test: str, pinning: Pinning, requests: int | None = None) -> Sample:
+    """Run one redis-benchmark test against `server`, reading the server's CPU time before and after."""
+    server.check_alive()
+    n = load.requests if requests is None else requests
+    before = server.cpu_seconds()
+    run = run_client(load.argv(server.port, test, n), cpus=pinning.client_cpus, timeout=120 + n / 2000)
+    after = server.cpu_seconds()
+    server.check_alive()
+    rps = parse_benchmark_output(run.stdout).get(test)
+    if rps is None:
+        raise BenchError(
+            f"redis-benchmark printed no {test} result against {server.name}\n"
+            f"stdout: {run.stdout[-500:]!r}\nstderr: {run.stderr[-500:]!r}"
+        )
+    return Sample(rps, after - before, n, run.seconds)
+
+
+def measure_idle_memory(contender: Contender, pinning: Pinning, idle: int) -> dict[str, int]:
+    """A fresh server's RSS at start and with `idle` connections open (each has sent a PING), in KiB."""
+    port = free_port()
+    with ServerProcess(
+        contender.label,
+        contender.command(port),
+        port=port,
+        cpus=pinning.server_cpus,
+        env=contender.env,
+        cwd=tempfile.gettempdir(),
+    ) as server:
+        server.start()
+        start = server.memory_kib()["VmRSS"]
+        with idle_connections(port, idle, IDLE_REQUEST, lambda got: got.endswith(b"\r\n")):
+            held = server.memory_kib()
+        return {"rss_start_kib": start, "rss_idle_kib": held["VmRSS"], "peak_idle_kib": held["VmHWM"]}
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def spread(values: Sequence[float]) -> float:
+    """Half the range of `values` relative to their median: 0.03 means within ±3%."""
+    return (max(values) - min(values)) / 2 / median(values) if len(values) > 1 and median(values) else 0.0
+
+
+def summarize(
+    contenders: Sequence[Contender],
+    loads: Sequence[Load],
+    samples: dict[str, dict[str, dict[str, list[Sample]]]],
+    memory: dict[str, list[dict[str, int]]],
+) -> dict[str, Any]:
+    """Medians, ratios to redis-server, and the targets met or missed."""
+    per_server: dict[str, Any] = {}
+    for c in contenders:
+        loads_out: dict[str, Any] = {}
+        for load in loads:
+            tests_out: dict[str, Any] = {}
+            for test in TESTS:
+                runs = samples[c.key][load.key][test]
+                ref = samples["redis"][load.key][test]
+                rps = median([s.rps for s in runs])
+                cpu = median([s.cpu_us_per_request for s in runs])
+                tests_out[test] = {
+                    "rps": rps,
+                    "rps_spread": spread([s.rps for s in runs]),
+                    "rps_ratio": rps / median([s.rps for s in ref]),
+                    "cpu_us_per_request": cpu,
+                    "cpu_ratio": cpu / median([s.cpu_us_per_request for s in ref]),
+                    "server_busy": median([s.server_busy for s in runs]),
+                }
+            loads_out[load.key] = tests_out
+        mem = memory[c.key]
+        per_server[c.key] = {
+            "loads": loads_out,
+            "memory": {
+                name: median([m[name] for m in mem]) for name in ("rss_start_kib", "rss_idle_kib", "peak_idle_kib")
+            },
+        }
+    return {"servers": per_server, "targets": check_targets(contenders, loads, per_server)}
+
+
+def check_targets(
+    contenders: Sequence[Contender], loads: Sequence[Load], per_server: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Each target of the issue, per evio server and test: the figure, the bound, and whether it is met."""
+    keys = {c.key for c in contenders}
+    checks: list[dict[str, Any]] = []
+    for c in contenders:
+        if not c.evio:
+            continue
+        for test in TESTS:
+            ratio = per_server[c.key]["loads"]["P128"][test]["rps_ratio"]
+            checks.append(
+                {
+                    "server": c.key,
+                    "target": f"-P 128 {test} requests/s >= {RPS_TARGET}x redis-server",
+                    "value": ratio,
+                    "met": ratio >= RPS_TARGET,
+                }
+            )
+        for load in loads:
+            if load.pipeline != 1:
+                continue
+            for test in TESTS:
+                figures = per_server[c.key]["loads"][load.key][test]
+                cpu = figures["cpu_us_per_request"]
+                met = figures["cpu_ratio"] <= CPU_TARGET
+                bound = f"<= {CPU_TARGET}x redis-server"
+                for peer in ("asyncio", "uvloop"):
+                    if peer in keys:
+                        met = met and cpu < per_server[peer]["loads"][load.key][test]["cpu_us_per_request"]
+                        bound += f", < {peer}"
+                checks.append(
+                    {
+                        "server": c.key,
+                        "target": f"{load.label} {test} CPU/request {bound}",
+                        "value": figures["cpu_ratio"],
+                        "met": met,
+                    }
+                )
+        if "asyncio" in keys:
+            rss = per_server[c.key]["memory"]["rss_idle_kib"]
+            ref = per_server["asyncio"]["memory"]["rss_idle_kib"]
+            checks.append(
+                {
+                    "server": c.key,
+                    "target": "RSS with idle connections < asyncio's",
+                    "value": rss / ref,
+                    "met": rss < ref,
+                }
+            )
+    return checks
+
+
+# -- report -----------------------------------------------------------------------------------------------------
+
+
+def _k(rps: float) -> str:
+    return f"{rps / 1e6:.2f}M" if rps >= 1e6 else f"{rps / 1e3:.0f}k" if rps >= 1e4 else f"{rps / 1e3:.1f}k"
+
+
+def _mark(met: bool) -> str:
+    return "✅" if met else "❌"
+
+
+def _mib(kib: float) -> str:
+    return f"{kib / 1024:.1f} MiB"
+
+
+def render_markdown(report: dict[str, Any], contenders: Sequence[Contender], loads: Sequence[Load]) -> str:
+    """The report as Markdown: setup, targets, one table per load, memory, and what was and was not measured."""
+    meta = report["meta"]
+    m = meta["machine"]
+    summary = report["summary"]["servers"]
+    keys = {c.key for c in contenders}
+    met_by: dict[tuple[str, str], bool] = {}
+    for check in report["summary"]["targets"]:
+        met_by[(check["server"], check["target"])] = check["met"]
+    out = [
+        "# Redis benchmark: the evio clone against redis-server, asyncio and uvloop",
+        "",
+        f"Run on {meta['date']} on {m['cpu_model']} ({m['cpus']} CPUs"
+        f"{', ' + m['virtualized'] if m['virtualized'] else ''}, {m['memory_mib']:,} MiB), {m['kernel']}, {m['os']}. "
+        f"{meta['rounds']} rounds, interleaved (every test against every server in turn, in a rotated order); "
+        f"figures are medians over rounds, ratios are to the redis-server of the same run. "
+        f"Pinning: {meta['pinning']}. Load generator: {meta['redis_benchmark']}, on loopback.",
+        "",
+    ]
+    if meta["quick"]:
+        out += ["**Quick run** (`--quick`): short runs, few rounds; a smoke test, not a result.", ""]
+    rows = []
+    for c in contenders:
+        d = report["servers"][c.key]
+        rows.append([c.label, d["software"], d["parser"], d["loop"], f"`{d['command']}`"])
+    out += ["## Servers", "", markdown_table(["server", "runs on", "parser", "event loop", "command"], rows), ""]
+    builds = sorted({d["build"] for d in report["servers"].values()})
+    out += ["Builds:", "", *[f"- `{b}`" for b in builds], ""]
+    if report["skipped"]:
+        out += ["Not measured: " + "; ".join(f"{k} ({why})" for k, why in report["skipped"].items()) + ".", ""]
+
+    out += ["## Targets", ""]
+    rows = []
+    for c in contenders:
+        if not c.evio:
+            continue
+        checks = [t for t in report["summary"]["targets"] if t["server"] == c.key]
+        groups = {
+            f"-P 128 requests/s >= {RPS_TARGET}x redis-server (4 tests)": [
+                t for t in checks if t["target"].startswith("-P 128")
+            ],
+            **{
+                f"{load.label}: CPU/request <= {CPU_TARGET}x redis-server and below asyncio's and uvloop's (4 tests)": [
+                    t for t in checks if t["target"].startswith(load.label + " ")
+                ]
+                for load in loads
+                if load.pipeline == 1
+            },
+            "RSS with 1,000 idle connections below asyncio's": [t for t in checks if t["target"].startswith("RSS")],
+        }
+        for name, group in groups.items():
+            if group:
+                met = sum(t["met"] for t in group)
+                rows.append([c.label, name, f"{_mark(met == len(group))} {met} of {len(group)} met"])
+    out += [markdown_table(["server", "target", "result"], rows), ""]
+
+    for load in loads:
+        fair = load.pipeline == 1
+        if fair:
+            out += [
+                f"## {load.label}: server CPU per request",
+                "",
+                "At -P 1 the load generator, not the server, is the bottleneck, so requests/s mostly measure "
+                "redis-benchmark; server CPU time per request is the fair figure. Cells: CPU µs per request "
+                f"(ratio to redis-server; mark: <= {CPU_TARGET}x redis-server and below asyncio and uvloop), "
+                "then requests/s.",
+                "",
+            ]
+        else:
+            out += [
+                f"## {load.label}: requests per second",
+                "",
+                f"Cells: requests/s (± half the range over rounds), ratio to redis-server; mark: >= {RPS_TARGET}x. "
+                "Then server CPU µs per request.",
+                "",
+            ]
+        rows = []
+        for c in contenders:
+            cells = [c.label]
+            for test in TESTS:
+                f = summary[c.key]["loads"][load.key][test]
+                if fair:
+                    target = next(
+                        (t for t in met_by if t[0] == c.key and t[1].startswith(f"{load.label} {test} ")), None
+                    )
+                    mark = f" {_mark(met_by[target])}" if target else ""
+                    cells.append(f"{f['cpu_us_per_request']:.2f} µs ({f['cpu_ratio']:.2f}x){mark} · {_k(f['rps'])}/s")
+                else:
+                    mark = f" {_mark(f['rps_ratio'] >= RPS_TARGET)}" if c.evio else ""
+                    cells.append(
+                        f"{_k(f['rps'])} ±{f['rps_spread'] * 100:.0f}% ({f['rps_ratio']:.2f}x){mark} · "
+                        f"{f['cpu_us_per_request']:.2f} µs"
+                    )
+            rows.append(cells)
+        out += [markdown_table(["server", *TESTS], rows), ""]
+        busy = ", ".join(
+            f"{c.label} {median([summary[c.key]['loads'][load.key][t]['server_busy'] for t in TESTS]):.0%}"
+            for c in contenders
+        )
+        out += [
+            f"Server CPU busy during these runs (median over tests; near 100%: the server was the bottleneck): {busy}.",
+            "",
+        ]
+
+    idle = report["meta"]["idle_connections"]
+    out += [
+        f"## Memory: {idle:,} idle connections",
+        "",
+        f"A fresh server of each kind; {idle:,} connections opened, each sends one PING and gets its PONG, then "
+        "all stay open while the server's VmRSS is read. Peak under load is the VmHWM of the servers that ran "
+        "the benchmark, read at the end" + (" (mark: below asyncio's)." if "asyncio" in keys else "."),
+        "",
+    ]
+    rows = []
+    for c in contenders:
+        mem = summary[c.key]["memory"]
+        per_conn = (mem["rss_idle_kib"] - mem["rss_start_kib"]) / idle
+        mark = ""
+        if c.evio and "asyncio" in keys:
+            mark = " " + _mark(mem["rss_idle_kib"] < summary["asyncio"]["memory"]["rss_idle_kib"])
+        rows.append(
+            [
+                c.label,
+                _mib(mem["rss_start_kib"]),
+                _mib(mem["rss_idle_kib"]) + mark,
+                f"{per_conn:.1f} KiB",
+                _mib(report["peak_under_load_kib"][c.key]),
+            ]
+        )
+    out += [
+        markdown_table(
+            ["server", "RSS at start", f"RSS with {idle:,} connections", "per connection", "peak RSS under load"],
+            rows,
+            right=(1, 2, 3, 4),
+        ),
+        "",
+        "## What was measured and what was not",
+        "",
+        *[f"- {line}" for line in NOTES],
+        "",
+    ]
+    return "\n".join(out)
+
+
+NOTES = (
+    "Measured: redis-benchmark's requests/s for PING_INLINE, PING_MBULK, SET and GET (fixed 3-byte value, one "
+    "key), at three loads, with client and server on one machine over loopback; the server's user+system CPU "
+    "time (from /proc/PID/stat, 10 ms ticks) over each run, divided by the requests; resident memory.",
+    "Not measured: other commands, large values, many keys, expiry, persistence (AOF off for every server), "
+    "latency percentiles, clients on another machine, real network cards, or more than one server core "
+    "(every server here runs one event loop on one CPU).",
+    "One load generator on one CPU: at -P 1 it saturates before the faster servers do, so requests/s there "
+    "say more about redis-benchmark than about the server.",
+    "The asyncio and uvloop servers run the same protocol object as the evio clone; only the event loop "
+    "differs. redis-server is the real one, written in C.",
+    "A shared, virtual 2-CPU machine is noisy: look at the ± spread and at ratios (measured side by side) "
+    "rather than at absolute figures.",
+    "PyPy runs after a warm-up pass (every test once, unmeasured) given to every server alike, so its JIT has "
+    "compiled the hot paths; its memory figures include the JIT.",
+)
+
+
+def chart(report: dict[str, Any], contenders: Sequence[Contender], loads: Sequence[Load], path: Path) -> bool:
+    """The bar chart: -P 128 throughput relative to redis-server, -P 1 CPU per request, and memory."""
+    summary = report["summary"]["servers"]
+    panels = []
+    for load in loads:
+        if load.pipeline == 1:
+            panels.append(
+                Panel(
+                    f"{load.label}: server CPU per request (lower is better)",
+                    "µs per request",
+                    TESTS,
+                    {
+                        c.label: [summary[c.key]["loads"][load.key][t]["cpu_us_per_request"] for t in TESTS]
+                        for c in contenders
+                    },
+                )
+            )
+        else:
+            panels.append(
+                Panel(
+                    f"{load.label}: requests/s relative to redis-server (higher is better)",
+                    "x redis-server",
+                    TESTS,
+                    {c.label: [summary[c.key]["loads"][load.key][t]["rps_ratio"] for t in TESTS] for c in contenders},
+                    reference=1.0,
+                )
+            )
+    idle = report["meta"]["idle_connections"]
+    panels.append(
+        Panel(
+            "Resident memory, fresh server (lower is better)",
+            "MiB",
+            ("at start", f"{idle:,} idle connections"),
+            {
+                c.label: [
+                    summary[c.key]["memory"]["rss_start_kib"] / 1024,
+                    summary[c.key]["memory"]["rss_idle_kib"] / 1024,
+                ]
+                for c in contenders
+            },
+        )
+    )
+    meta = report["meta"]
+    m = meta["machine"]
+    note = (
+        f"{meta['date']} · {m['cpu_model']}, {m['cpus']} CPUs · {m['kernel']} · medians of {meta['rounds']} rounds"
+        + (" · QUICK RUN" if meta["quick"] else "")
+    )
+    return bar_chart(
+        path, panels, title="evio Redis clone vs redis-server, asyncio, uvloop (redis-benchmark, loopback)", note=note
+    )
+
+
+# -- the run ----------------------------------------------------------------------------------------------------
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    wanted = args.servers.split(",") if args.servers else None
+    contenders, skipped = find_contenders(wanted)
+    for key, why in skipped.items():
+        log(f"skipping {key}: {why}")
+    loads = make_loads(args.requests)
+    pinning = plan_pinning(enabled=not args.no_pin)
+    raise_fd_limit(max(4096, 2 * max(load.clients for load in loads) + args.idle + 256))
+    log(f"pinning: {pinning.describe()}")
+    descriptions = {c.key: {**describe(c), "command": c.display()} for c in contenders}
+    for c in contenders:
+        c.description = descriptions[c.key]
+        log(f"{c.label}: {c.description['software']}, {c.description['parser']}, {c.description['loop']}")
+
+    samples: dict[str, dict[str, dict[str, list[Sample]]]] = {
+        c.key: {load.key: {t: [] for t in TESTS} for load in loads} for c in contenders
+    }
+    memory: dict[str, list[dict[str, int]]] = {c.key: [] for c in contenders}
+    servers: dict[str, ServerProcess] = {}
+    peak: dict[str, int] = {}
+    try:
+        for c in contenders:
+            port = free_port()
+            servers[c.key] = ServerProcess(
+                c.label, c.command(port), port=port, cpus=pinning.server_cpus, env=c.env, cwd=tempfile.gettempdir()
+            ).start()
+        log(f"warm-up: every test once against every server ({args.warmup:.0%} of a round's requests)")
+        for load in loads:
+            for test in TESTS:
+                for c in contenders:
+                    measure(servers[c.key], load, test, pinning, max(1000, int(load.requests * args.warmup)))
+        order = list(contenders)
+        for r in range(args.rounds):
+            shift = r % len(order)
+            order_r = order[shift:] + order[:shift]
+            for load in loads:
+                for test in TESTS:
+                    line = []
+                    for c in order_r:
+                        s = measure(servers[c.key], load, test, pinning)
+                        samples[c.key][load.key][test].append(s)
+                        line.append(f"{c.key} {_k(s.rps)}/s {s.cpu_us_per_request:.2f}µs")
+                    log(f"round {r + 1}/{args.rounds} {load.label} {test}: " + ", ".join(line))
+            for c in order_r:
+                memory[c.key].append(measure_idle_memory(c, pinning, args.idle))
+            log(
+                f"round {r + 1}/{args.rounds} memory: "
+                + ", ".join(f"{key} {_mib(m[-1]['rss_idle_kib'])}" for key, m in memory.items())
+            )
+        for c in contenders:
+            peak[c.key] = servers[c.key].memory_kib()["VmHWM"]
+    finally:
+        for server in servers.values():
+            server.stop()
+
+    report: dict[str, Any] = {
+        "meta": {
+            "date": datetime.date.today().isoformat(),
+            "machine": machine_info(),
+            "pinning": pinning.describe(),
+            "redis_benchmark": subprocess.run(
+                ["redis-benchmark", "--version"], capture_output=True, text=True, check=True
+            ).stdout.strip(),
+            "rounds": args.rounds,
+            "quick": args.quick,
+            "idle_connections": args.idle,
+            "warmup_fraction": args.warmup,
+            "loads": [
+                {
+                    "key": load.key,
+                    "label": load.label,
+                    "clients": load.clients,
+                    "pipeline": load.pipeline,
+                    "requests_per_test": load.requests,
+                }
+                for load in loads
+            ],
+            "tests": list(TESTS),
+            "command": " ".join(["python", "bench/redis_bench.py", *sys.argv[1:]]),
+        },
+        "servers": {c.key: {"label": c.label, **c.description} for c in contenders},
+        "skipped": skipped,
+        "summary": summarize(contenders, loads, samples, memory),
+        "peak_under_load_kib": peak,
+        "samples": {
+            key: {lk: {t: [vars(s) for s in runs] for t, runs in tests.items()} for lk, tests in per_load.items()}
+            for key, per_load in samples.items()
+        },
+        "memory_samples": memory,
+    }
+    out = Path(args.out)
+    write_json(out / "redis.json", report)
+    (out / "redis.md").write_text(render_markdown(report, contenders, loads))
+    drawn = chart(report, contenders, loads, out / "redis.png")
+    log(f"wrote {out / 'redis.json'}, {out / 'redis.md'}" + (f", {out / 'redis.png'}" if drawn else ""))
+    print((out / "redis.md").read_text())
+    return 0
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, help="measured rounds (default 4; 1 with --quick)")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        help="requests per test at -P 1; -P 128 runs "
+        f"{PIPELINED_FACTOR} times as many (default 25000; 10000 with --quick)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke test of under 2 minutes; writes to a temporary directory"
+    )
+    parser.add_argument(
+        "--servers",
+        help="comma-separated subset of redis,evio,evio-pypy,evio-stdlib,asyncio,uvloop "
+        "(default: all that are available)",
+    )
+    parser.add_argument("--idle", type=int, default=1000, help="idle connections for the memory figure (default 1000)")
+    parser.add_argument(
+        "--warmup", type=float, default=0.3, help="warm-up requests as a fraction of a round's (default 0.3)"
+    )
+    parser.add_argument("--no-pin", action="store_true", help="do not pin servers and redis-benchmark to CPUs")
+    parser.add_argument("--out", help="directory for redis.json, redis.md, redis.png (default docs/bench)")
+    args = parser.parse_args(argv)
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 4
+    if args.requests is None:
+        args.requests = 10_000 if args.quick else 25_000
+    if args.out is None:
+        args.out = str(Path(tempfile.gettempdir()) / "evio-bench-quick") if args.quick else str(REPO / "docs" / "bench")
+    if args.rounds < 1 or args.requests < 1000 or args.idle < 1:
+        parser.error("--rounds must be >= 1, --requests >= 1000, --idle >= 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        with terminate_becomes_interrupt():
+            return run(args)
+    except BenchError as e:
+        log(f"benchmark failed: {e}")
+        return 1
+    except KeyboardInterrupt:
+        log("interrupted: every server started has been stopped")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

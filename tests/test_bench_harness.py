@@ -1,0 +1,137 @@
+"""The benchmark harness's own pieces: output parsing, /proc readers, server processes, idle connections."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from harness import (
+    BenchError,
+    ServerProcess,
+    cpu_seconds,
+    free_port,
+    idle_connections,
+    markdown_table,
+    memory_kib,
+    parse_proc_stat_ticks,
+    parse_proc_status_kib,
+    run_client,
+)
+from redis_bench import Contender, make_loads, parse_benchmark_output
+
+# What `redis-benchmark -t ping,set -q -P 16` printed, shortened: progress lines end in '\r', results in '\n'.
+PROGRESS = " " * 78
+BENCHMARK_OUTPUT = (
+    f"\rPING_INLINE: rps=0.0 (overall: 0.0) avg_msec=-nan (overall: -nan)\r{PROGRESS}"
+    f"\rPING_INLINE: rps=311905.2 (overall: 310677.2) avg_msec=2.066 (overall: 2.066)\r{PROGRESS}"
+    "\rPING_INLINE: 227445.03 requests per second, p50=2.199 msec\n"
+    f" \rPING_MBULK: rps=151174.6 (overall: 211644.4) avg_msec=2.746 (overall: 2.746)\r{PROGRESS}"
+    "\rPING_MBULK: 242718.45 requests per second, p50=1.863 msec\n"
+    f" \rSET: rps=158087.7 (overall: 211063.8) avg_msec=3.180 (overall: 3.180)\r{PROGRESS}"
+    "\rSET: 403768.53 requests per second, p50=1.407 msec\n"
+    "\rMSET (10 keys): 98765.43 requests per second, p50=4.000 msec\n\n"
+)
+
+# A real server for the process tests: answers every chunk it reads with +PONG, never closes first.
+PONG_SERVER = """
+import socket, sys, threading
+def serve(conn):
+    while conn.recv(65536):
+        conn.sendall(b"+PONG\\r\\n")
+    conn.close()
+listener = socket.create_server(("127.0.0.1", int(sys.argv[1])), backlog=1024)
+print("listening", flush=True)
+while True:
+    threading.Thread(target=serve, args=(listener.accept()[0],), daemon=True).start()
+"""
+
+
+def test_benchmark_output_parses_results_and_skips_progress() -> None:
+    assert parse_benchmark_output(BENCHMARK_OUTPUT) == {
+        "PING_INLINE": 227445.03,
+        "PING_MBULK": 242718.45,
+        "SET": 403768.53,
+        "MSET (10 keys)": 98765.43,
+    }
+
+
+def test_benchmark_output_without_results_is_empty() -> None:
+    assert parse_benchmark_output("WARNING: Could not fetch server CONFIG\nError: Server closed the connection\n") == {}
+
+
+def test_loads_follow_the_issue() -> None:
+    pipelined, single, many = make_loads(1000)
+    assert (pipelined.pipeline, pipelined.clients, single.pipeline, single.clients) == (128, 50, 1, 50)
+    assert (many.pipeline, many.clients) == (1, 1000)
+    assert pipelined.requests > single.requests == many.requests == 1000
+    argv = pipelined.argv(7000, "PING_MBULK")
+    assert argv[:5] == ["redis-benchmark", "-h", "127.0.0.1", "-p", "7000"]
+    assert argv[argv.index("-t") + 1] == "ping_mbulk" and argv[argv.index("-P") + 1] == "128"
+
+
+def test_contender_command_and_display() -> None:
+    c = Contender("redis", "redis-server", ["/usr/bin/redis-server", "--port", "{port}", "--save", ""])
+    assert c.command(6400) == ["/usr/bin/redis-server", "--port", "6400", "--save", ""]
+    assert c.display() == "redis-server --port PORT --save ''"
+
+
+def test_proc_stat_counts_fields_after_the_last_parenthesis() -> None:
+    # A command name may hold spaces and parentheses; utime and stime are fields 14 and 15.
+    fields = ["S", *[str(n) for n in range(4, 14)], "250", "50", *["0"] * 37]
+    assert parse_proc_stat_ticks("42 (odd) name (x)) " + " ".join(fields)) == 300
+    assert parse_proc_stat_ticks(Path("/proc/self/stat").read_text()) >= 0
+
+
+def test_proc_status_reads_sizes_in_kib() -> None:
+    sizes = parse_proc_status_kib("Name:\tpython\nVmHWM:\t   12288 kB\nVmRSS:\t   10240 kB\nThreads:\t1\n")
+    assert sizes == {"VmHWM": 12288, "VmRSS": 10240}
+    mine = memory_kib(os.getpid())
+    assert 0 < mine["VmRSS"] <= mine["VmHWM"]
+
+
+def test_cpu_seconds_grow_with_work() -> None:
+    before = cpu_seconds(os.getpid())
+    deadline = time.process_time() + 0.1
+    while time.process_time() < deadline:
+        pass
+    assert cpu_seconds(os.getpid()) - before >= 0.05
+
+
+def test_markdown_table() -> None:
+    assert markdown_table(["a", "b"], [["1", "x|y"]], right=(1,)) == "| a | b |\n| --- | ---: |\n| 1 | x\\|y |"
+
+
+def test_server_process_serves_idle_connections_and_stops() -> None:
+    port = free_port()
+    server = ServerProcess("pong", [sys.executable, "-c", PONG_SERVER, str(port)], port=port)
+    try:
+        server.start(timeout=20)
+        rss_before = server.memory_kib()["VmRSS"]
+        with idle_connections(port, 150, b"PING\r\n", lambda got: got.endswith(b"\r\n"), batch=40) as socks:
+            assert len(socks) == 150
+            assert server.memory_kib()["VmRSS"] > rss_before  # a thread per connection costs memory
+        assert server.cpu_seconds() > 0
+        pid = server.pid
+    finally:
+        server.stop()
+    assert not server.alive()
+    assert not Path(f"/proc/{pid}").exists()  # stopped and reaped
+
+
+def test_server_that_exits_early_is_reported_with_its_output() -> None:
+    port = free_port()
+    code = "print('cannot bind: no such address'); raise SystemExit(3)"
+    server = ServerProcess("broken", [sys.executable, "-c", code], port=port)
+    with pytest.raises(BenchError, match=r"(?s)broken exited with status 3.*cannot bind: no such address"):
+        server.start(timeout=20)
+    server.stop()
+
+
+def test_run_client_returns_output_and_fails_loudly() -> None:
+    run = run_client([sys.executable, "-c", "print('PING_INLINE: 1.00 requests per second')"])
+    assert parse_benchmark_output(run.stdout) == {"PING_INLINE": 1.0}
+    with pytest.raises(BenchError, match="exited with status 2"):
+        run_client([sys.executable, "-c", "import sys; sys.stderr.write('bad'); sys.exit(2)"])
