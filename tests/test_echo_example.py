@@ -8,11 +8,12 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import WAIT, recv_exactly, recv_until_closed
+from conftest import WAIT, cpu_seconds, recv_exactly, recv_until_closed
 from echo_server import WELCOME
 
 SCRIPT = Path(__file__).resolve().parent.parent / "examples" / "echo_server.py"
@@ -109,3 +110,18 @@ def test_port_in_use_is_a_clear_error(echo: type[EchoProcess]) -> None:
     )
     assert proc.returncode == 1
     assert f":{first.port}" in proc.stderr and "in use" in proc.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("flags", [(), ("--stdlib",)])
+def test_an_idle_server_uses_no_cpu(echo: type[EchoProcess], flags: tuple[str, ...]) -> None:
+    server = echo("--port", "0", *flags)
+    clients = [server.connect() for _ in range(10)]
+    try:
+        time.sleep(0.3)
+        before = cpu_seconds(server.proc.pid)
+        time.sleep(1.5)
+        assert cpu_seconds(server.proc.pid) - before <= 0.05
+    finally:
+        for c in clients:
+            c.close()

@@ -195,6 +195,7 @@ def test_detach_hands_over_a_blocking_socket(start_server: Start, backend: str) 
         conn, sock = handed.get(timeout=WAIT)
         with sock:
             assert sock.getblocking()
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
             assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
             if hasattr(socket, "TCP_KEEPIDLE"):
                 assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 7

@@ -16,7 +16,16 @@ import time
 from typing import Any, Callable, Union
 
 import pytest
-from conftest import WAIT, ServerThread, TestEvents, open_fds, recv_exactly, recv_until_closed, with_backend
+from conftest import (
+    WAIT,
+    ServerThread,
+    TestEvents,
+    cpu_seconds,
+    open_fds,
+    recv_exactly,
+    recv_until_closed,
+    with_backend,
+)
 
 import evio
 import evio.loop
@@ -243,12 +252,6 @@ _EMFILE_SERVER = textwrap.dedent(
 )
 
 
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_out_of_descriptors_pauses_accepting_without_spinning(backend: str) -> None:
     proc = subprocess.Popen(
@@ -268,9 +271,9 @@ def test_out_of_descriptors_pauses_accepting_without_spinning(backend: str) -> N
         for _ in range(20):  # far more than the server has descriptors for
             clients.append(socket.create_connection(("127.0.0.1", port), timeout=WAIT))
         time.sleep(0.3)
-        cpu_before = _cpu_seconds(proc.pid)
+        cpu_before = cpu_seconds(proc.pid)
         time.sleep(1.0)
-        assert _cpu_seconds(proc.pid) - cpu_before < 0.5, "the server spins while out of descriptors"
+        assert cpu_seconds(proc.pid) - cpu_before < 0.5, "the server spins while out of descriptors"
         first.sendall(b"b")
         assert first.recv(1) == b"b", "existing connections are still served"
         for c in clients[1:]:
