@@ -1,0 +1,224 @@
+"""`RedisProtocol`: one client connection, sans I/O. Bytes in; reply bytes and a verdict out.
+
+The event loop (evio, asyncio, anything) calls `feed` with what the socket
+read and writes what it returns; after each call, `verdict` says whether to
+keep the connection (`KEEP`), write the reply and close it (`CLOSE`), or
+write it and stop the whole server (`SHUTDOWN`). Commands of one packet are
+parsed together and their replies joined into one bytes: a pipelined packet
+costs one parse call, one join and one send.
+"""
+
+from __future__ import annotations
+
+from typing import List, Union
+
+from .commands import REDIS_VERSION, SYNTAX, Database, bulk, error, integer, text, wrong_arity
+from .resp import Command, HiredisReader, Input, PureReader, make_reader, parse_int
+
+KEEP, CLOSE, SHUTDOWN = 0, 1, 2
+OK = b"+OK\r\n"
+
+
+class RedisProtocol:
+    """The state of one client: its parser, RESP version, name and verdict.
+
+    Commands that concern the connection (QUIT, HELLO, CLIENT, SELECT,
+    SHUTDOWN) are methods here; the rest go to the shared `Commands` table
+    of the connection's RESP version.
+    """
+
+    __slots__ = ("_aof", "_db", "_reader", "_table", "id", "lib_name", "lib_ver", "name", "resp", "verdict")
+
+    def __init__(self, db: Database, reader: Union[PureReader, HiredisReader] | None = None) -> None:
+        self._db = db
+        self._aof = db.aof
+        self._reader = reader if reader is not None else make_reader()
+        self._table = db.resp2.table
+        self.resp = 2
+        self.verdict = KEEP
+        self.name = b""
+        self.lib_name = b""
+        self.lib_ver = b""
+        self.id = db.next_client_id
+        db.next_client_id += 1
+        db.clients += 1
+        db.connections_received += 1
+
+    def connection_lost(self) -> None:
+        """Call once when the connection is gone."""
+        self._db.clients -= 1
+
+    def feed(self, data: Input) -> bytes:
+        """Execute the commands that `data` completes; return their replies."""
+        reader = self._reader
+        commands = reader.feed(data)
+        table = self._table
+        out: List[bytes] = []
+        append = out.append
+        for cmd in commands:
+            handler = table.get(cmd[0])
+            if handler is not None:
+                append(handler(cmd))
+                continue
+            append(self._other(cmd))
+            if self.verdict != KEEP:
+                break
+            table = self._table  # HELLO may have switched the RESP version
+        else:
+            if reader.error is not None:
+                append(b"-ERR Protocol error: " + reader.error + b"\r\n")
+                self.verdict = CLOSE
+        aof = self._aof
+        if aof is not None and aof.pending:
+            # In the OS before the replies go out: what was acknowledged survives a crash.
+            aof.write()
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def _other(self, cmd: Command) -> bytes:
+        """A command not found as spelt: the connection's own, or in another letter case, or unknown."""
+        name = cmd[0].upper()
+        own = _CONNECTION_COMMANDS.get(name)
+        if own is not None:
+            return own(self, cmd)
+        handler = self._table.get(name.lower())
+        if handler is not None:
+            return handler(cmd)
+        return unknown_command(cmd)
+
+    # ---- the connection's own commands ------------------------------------
+
+    def _quit(self, cmd: Command) -> bytes:
+        self.verdict = CLOSE
+        return OK
+
+    def _shutdown(self, cmd: Command) -> bytes:
+        for opt in cmd[1:]:
+            if opt.upper() not in (b"NOSAVE", b"SAVE", b"NOW", b"FORCE"):
+                return SYNTAX
+        # Like Redis: no reply, the connection just closes.
+        self.verdict = SHUTDOWN
+        return b""
+
+    def _select(self, cmd: Command) -> bytes:
+        if len(cmd) != 2:
+            return wrong_arity("select")
+        index = parse_int(cmd[1])
+        if index is None:
+            return b"-ERR value is not an integer or out of range\r\n"
+        return OK if index == 0 else b"-ERR DB index is out of range\r\n"
+
+    def _hello(self, cmd: Command) -> bytes:
+        version = self.resp
+        if len(cmd) > 1:
+            parsed = parse_int(cmd[1])
+            if parsed is None:
+                return b"-ERR Protocol version is not an integer or out of range\r\n"
+            if parsed not in (2, 3):
+                return b"-NOPROTO unsupported protocol version\r\n"
+            version = parsed
+        name: bytes | None = None
+        i = 2
+        while i < len(cmd):
+            opt = cmd[i].upper()
+            if opt == b"AUTH" and i + 2 < len(cmd):
+                # There are no passwords: the default user takes any, as Redis's nopass user does.
+                if cmd[i + 1] != b"default":
+                    return b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+                i += 3
+            elif opt == b"SETNAME" and i + 1 < len(cmd):
+                name = cmd[i + 1]
+                i += 2
+            else:
+                return error(f"ERR Syntax error in HELLO option '{text(cmd[i])}'")
+        if name is not None:
+            if not _valid_name(name):
+                return _BAD_NAME
+            self.name = name
+        self.resp = version
+        commands = self._db.resp3 if version == 3 else self._db.resp2
+        self._table = commands.table
+        return commands.map(
+            [
+                (bulk(b"server"), bulk(b"redis")),
+                (bulk(b"version"), bulk(REDIS_VERSION)),
+                (bulk(b"proto"), integer(version)),
+                (bulk(b"id"), integer(self.id)),
+                (bulk(b"mode"), bulk(b"standalone")),
+                (bulk(b"role"), bulk(b"master")),
+                (bulk(b"modules"), b"*0\r\n"),
+            ]
+        )
+
+    def _client(self, cmd: Command) -> bytes:
+        if len(cmd) < 2:
+            return wrong_arity("client")
+        sub = cmd[1].upper()
+        n = len(cmd)
+        if sub == b"SETNAME":
+            if n != 3:
+                return wrong_arity("client|setname")
+            if not _valid_name(cmd[2]):
+                return _BAD_NAME
+            self.name = cmd[2]
+            return OK
+        if sub == b"GETNAME":
+            if n != 2:
+                return wrong_arity("client|getname")
+            return bulk(self.name) if self.name else (b"_\r\n" if self.resp == 3 else b"$-1\r\n")
+        if sub == b"ID":
+            return integer(self.id) if n == 2 else wrong_arity("client|id")
+        if sub == b"SETINFO":
+            if n != 4:
+                return wrong_arity("client|setinfo")
+            attr = cmd[2].upper()
+            if attr == b"LIB-NAME":
+                self.lib_name = cmd[3]
+            elif attr == b"LIB-VER":
+                self.lib_ver = cmd[3]
+            else:
+                return error(f"ERR Unrecognized option '{text(cmd[2])}'")
+            return OK
+        if sub == b"INFO":
+            return bulk(self._describe())
+        if sub == b"LIST":
+            return bulk(self._describe() + b"\n")
+        if sub in (b"NO-EVICT", b"NO-TOUCH"):
+            if n != 3 or cmd[2].upper() not in (b"ON", b"OFF"):
+                return SYNTAX
+            return OK
+        return error(f"ERR unknown subcommand '{text(cmd[1])}'. Try CLIENT HELP.")
+
+    def _describe(self) -> bytes:
+        return b"id=%d name=%s db=0 resp=%d lib-name=%s lib-ver=%s" % (
+            self.id,
+            self.name,
+            self.resp,
+            self.lib_name,
+            self.lib_ver,
+        )
+
+
+_BAD_NAME = b"-ERR Client names cannot contain spaces, newlines or special characters.\r\n"
+
+
+def _valid_name(name: bytes) -> bool:
+    return all(33 <= c <= 126 for c in name)
+
+
+_CONNECTION_COMMANDS = {
+    b"QUIT": RedisProtocol._quit,
+    b"SHUTDOWN": RedisProtocol._shutdown,
+    b"SELECT": RedisProtocol._select,
+    b"HELLO": RedisProtocol._hello,
+    b"CLIENT": RedisProtocol._client,
+}
+
+
+def unknown_command(cmd: Command) -> bytes:
+    """Redis's reply to a command it does not know, quoting up to 128 characters of arguments."""
+    quoted = ""
+    for arg in cmd[1:]:
+        if len(quoted) >= 128:
+            break
+        quoted += "'" + text(arg)[: 128 - len(quoted)] + "' "
+    return error(f"ERR unknown command '{text(cmd[0])[:128]}', with args beginning with: {quoted}")

@@ -1,0 +1,377 @@
+"""RESP request parsing: a pure-Python reader, and a hiredis-backed one with the same interface.
+
+A reader takes bytes as they arrive, in pieces of any size, and hands back
+every command they complete, each a list of `bytes` arguments. Requests are
+RESP arrays of bulk strings or inline commands (`PING\\r\\n`), in any mix,
+as Redis accepts them. After malformed input, `error` holds the Redis wording
+of the protocol error (`b"invalid bulk length"`); the commands before it are
+still handed back, and the reader takes nothing more.
+
+`PureReader` never rescans: it keeps the unparsed tail with what it has
+learnt about it (the arguments read so far, the bytes a bulk string still
+needs, how far a line was searched), so a 100 MB value arriving in 64 KB
+packets costs one join, not one copy per packet. `HiredisReader` hands whole
+packets to hiredis's C parser and falls back to `PureReader` for what hiredis
+does not judge the way Redis does (inline commands, limits, error wording).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import List, Union
+
+try:
+    import hiredis
+except ImportError:  # PyPy, or hiredis not installed: PureReader is the parser
+    hiredis = None  # type: ignore[assignment]
+
+Command = List[bytes]
+Input = Union[bytes, bytearray, memoryview]
+
+#: Redis's proto-max-bulk-len: a longer bulk string is a protocol error, refused from its header.
+MAX_BULK = 512 * 1024 * 1024
+#: Redis's PROTO_INLINE_MAX_SIZE: an inline command or a header line may not grow past it unended.
+MAX_LINE = 64 * 1024
+#: Redis refuses an array header above INT_MAX.
+MAX_ARGS = 2**31 - 1
+
+# Lengths and counts parse by one dict look-up: faster than int() and strict by construction
+# (no sign, no spaces, no leading zeros), as Redis's string2ll is.
+_SMALL = {b"%d" % i: i for i in range(1 << 14)}
+
+
+def parse_int(s: bytes) -> int | None:
+    """`s` as a 64-bit signed integer written the way Redis's string2ll accepts, else None."""
+    n = _SMALL.get(s)
+    if n is not None:
+        return n
+    digits = s[1:] if s[:1] == b"-" else s
+    if not digits.isdigit() or digits[0] == 48:  # no '+', spaces, leading zeros or "-0"
+        return None
+    n = int(digits)
+    if digits is not s:
+        n = -n
+    return n if -(2**63) <= n < 2**63 else None
+
+
+def _is_hex(pair: bytes) -> bool:
+    return len(pair) == 2 and all(c in b"0123456789abcdefABCDEF" for c in pair)
+
+
+def _split_quoted(line: bytes) -> Command | None:
+    """Split an inline command with quotes as Redis's sdssplitargs does; None when unbalanced."""
+    args: Command = []
+    i, n = 0, len(line)
+    escapes = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("a"): 7}
+    while True:
+        while i < n and line[i] in b" \t\n\r\v\f":
+            i += 1
+        if i >= n:
+            return args
+        cur = bytearray()
+        quote = 0  # 0, or the quote byte we are inside of
+        while True:
+            if i >= n:
+                if quote:
+                    return None
+                break
+            c = line[i]
+            if quote == 34:  # "...": backslash escapes, \xHH
+                if c == 92 and line[i + 1 : i + 2] == b"x" and _is_hex(line[i + 2 : i + 4]):
+                    cur.append(int(line[i + 2 : i + 4], 16))
+                    i += 3
+                elif c == 92 and i + 1 < n:
+                    i += 1
+                    cur.append(escapes.get(line[i], line[i]))
+                elif c == 34:
+                    if i + 1 < n and line[i + 1] not in b" \t\n\r\v\f":
+                        return None  # a closing quote must be followed by a space
+                    i += 1
+                    break
+                else:
+                    cur.append(c)
+            elif quote == 39:  # '...': only \' is an escape
+                if c == 92 and i + 1 < n and line[i + 1] == 39:
+                    i += 1
+                    cur.append(39)
+                elif c == 39:
+                    if i + 1 < n and line[i + 1] not in b" \t\n\r\v\f":
+                        return None
+                    i += 1
+                    break
+                else:
+                    cur.append(c)
+            elif c in b" \t\n\r\v\f":
+                break
+            elif c == 34 or c == 39:
+                quote = c
+            else:
+                cur.append(c)
+            i += 1
+        args.append(bytes(cur))
+
+
+def split_inline(line: bytes) -> Command | None:
+    """The arguments of an inline command line; None for unbalanced quotes."""
+    if 34 in line or 39 in line:
+        return _split_quoted(line)
+    return line.split()
+
+
+class PureReader:
+    """A RESP request reader in pure Python: the fast path on PyPy."""
+
+    __slots__ = ("_args", "_chunks", "_have", "_left", "_need", "_scan", "_tail", "error")
+
+    def __init__(self) -> None:
+        #: The arguments of the array being read, or None between commands.
+        self._args: Command | None = None
+        #: How many arguments that array still lacks.
+        self._left = 0
+        #: Bytes received and not parsed yet.
+        self._tail = b""
+        #: Packets received while a bulk string is incomplete, joined once it is whole.
+        self._chunks: List[bytes] = []
+        #: len(_tail) plus the length of every chunk.
+        self._have = 0
+        #: How many bytes must be held before parsing can go on; 0 while a line end is awaited.
+        self._need = 0
+        #: How much of `_tail` was searched for a line end already.
+        self._scan = 0
+        #: The protocol error, once there was one.
+        self.error: bytes | None = None
+
+    @property
+    def busy(self) -> bool:
+        """Whether a command was begun and not finished."""
+        return self._have > 0 or self._args is not None
+
+    @property
+    def pending(self) -> int:
+        """Bytes received that belong to no complete command yet."""
+        return self._have
+
+    def feed(self, data: Input) -> List[Command]:
+        """Take `data` and return the commands it completes, in order."""
+        if self.error is not None or not data:
+            return []
+        if type(data) is not bytes:
+            data = bytes(data)
+        if not self._have:
+            return self._parse(data)
+        if self._need:
+            self._chunks.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                return []
+            buf = b"".join([self._tail, *self._chunks])
+        else:
+            buf = self._tail + data
+            if buf.find(b"\n", self._scan) < 0:
+                return self._wait_line(buf)
+        self._chunks = []
+        return self._parse(buf)
+
+    def _wait_line(self, buf: bytes) -> List[Command]:
+        """Keep `buf`, which holds no line end, unless it is already longer than Redis allows."""
+        if len(buf) > MAX_LINE:
+            if self._args is not None:
+                what = b"too big bulk count string"
+            elif buf[0] == 42:
+                what = b"too big mbulk count string"
+            else:
+                what = b"too big inline request"
+            return self._fail([], what)
+        self._tail = buf
+        self._have = len(buf)
+        self._need = 0
+        self._scan = len(buf)
+        return []
+
+    def _fail(self, out: List[Command], what: bytes) -> List[Command]:
+        self.error = what
+        self._args = None
+        self._tail = b""
+        self._chunks = []
+        self._have = self._need = self._left = 0
+        return out
+
+    def _parse(self, buf: bytes) -> List[Command]:
+        out: List[Command] = []
+        small = _SMALL
+        find = buf.find
+        end = len(buf)
+        pos = 0
+        args = self._args
+        left = self._left
+        need = 0  # set when a bulk string is cut short: bytes it needs from `pos`
+        while pos < end:
+            if args is None:
+                if buf[pos] == 42:  # '*': an array of bulk strings
+                    nl = find(b"\r\n", pos)
+                    if nl < 0:
+                        break
+                    count = small.get(buf[pos + 1 : nl])
+                    if count is None:
+                        count = parse_int(buf[pos + 1 : nl])
+                        if count is None or count > MAX_ARGS:
+                            return self._fail(out, b"invalid multibulk length")
+                    pos = nl + 2
+                    if count <= 0:
+                        continue  # Redis skips empty and null arrays
+                    args = []
+                    left = count
+                else:
+                    nl = find(b"\n", pos)
+                    if nl < 0:
+                        break
+                    argv = split_inline(buf[pos:nl])
+                    if argv is None:
+                        return self._fail(out, b"unbalanced quotes in request")
+                    pos = nl + 1
+                    if argv:
+                        out.append(argv)
+                    continue
+            while left:
+                if pos >= end:
+                    break
+                if buf[pos] != 36:  # '$'
+                    return self._fail(out, b"expected '$', got '" + buf[pos : pos + 1] + b"'")
+                nl = find(b"\r\n", pos)
+                if nl < 0:
+                    break
+                n = small.get(buf[pos + 1 : nl])
+                if n is None:
+                    n = parse_int(buf[pos + 1 : nl])
+                    if n is None or n < 0 or n > MAX_BULK:
+                        return self._fail(out, b"invalid bulk length")
+                start = nl + 2
+                stop = start + n
+                if stop + 2 > end:
+                    need = stop + 2 - pos
+                    break
+                # Like Redis, the two bytes after the data are taken to be CRLF unchecked.
+                args.append(buf[start:stop])
+                pos = stop + 2
+                left -= 1
+            if left:
+                break
+            out.append(args)
+            args = None
+        self._args = args
+        self._left = left
+        if pos >= end:
+            self._tail = b""
+            self._have = self._need = 0
+            return out
+        tail = buf[pos:] if pos else buf
+        if need:
+            self._tail = tail
+            self._have = len(tail)
+            self._need = need
+            return out
+        self._wait_line(tail)
+        return out
+
+
+def _encoded_size(commands: List[Command]) -> int:
+    """Bytes that `commands` took as canonical RESP arrays: how hiredis accepts them."""
+    total = 0
+    for cmd in commands:
+        total += len(str(len(cmd))) + 3
+        for arg in cmd:
+            n = len(arg)
+            total += n + len(str(n)) + 5
+    return total
+
+
+# hiredis allocates an array's list when it reads the header: "*2000000000" would reserve
+# 16 GB. A packet that may hold a header of a million elements or more goes to PureReader,
+# which grows a command's list only as its arguments arrive.
+_huge_array = re.compile(rb"\*[0-9]{7}").search
+
+
+class HiredisReader:
+    """The `PureReader` interface, with hiredis parsing whole packets of arrays.
+
+    hiredis parses replies, not requests: it knows no inline commands, no
+    512 MB limit, and takes nested arrays, integers or nulls inside an array.
+    So a packet goes to hiredis only when it starts a command with '*'; every
+    command it yields is checked to be a non-empty list of bytes; and when
+    hiredis stops short of the packet's end (a command cut in two, an error,
+    a command Redis would refuse) the rest, from the first command not handed
+    back, goes to a `PureReader` (an empty array fed after the packet tells
+    whether hiredis stopped cleanly). hiredis accepts only canonical arrays of bulk
+    strings, so the byte offset of that rest is known from the commands alone.
+    The `PureReader` keeps the input until it finishes that command, and the
+    next packet that starts afresh goes to hiredis again.
+    """
+
+    __slots__ = ("_pure", "_reader")
+
+    def __init__(self) -> None:
+        if hiredis is None:
+            raise RuntimeError("HiredisReader needs the hiredis package")
+        self._pure = PureReader()
+        self._reader = hiredis.Reader()
+
+    @property
+    def error(self) -> bytes | None:
+        """The protocol error, once there was one."""
+        return self._pure.error
+
+    @property
+    def busy(self) -> bool:
+        """Whether a command was begun and not finished."""
+        return self._pure.busy
+
+    @property
+    def pending(self) -> int:
+        """Bytes received that belong to no complete command yet."""
+        return self._pure.pending
+
+    def feed(self, data: Input) -> List[Command]:
+        """Take `data` and return the commands it completes, in order."""
+        pure = self._pure
+        if type(data) is not bytes:
+            data = bytes(data)
+        if pure.busy or pure.error is not None or data[:1] != b"*" or _huge_array(data) is not None:
+            return pure.feed(data)
+        reader = self._reader
+        reader.feed(data)
+        gets = reader.gets
+        out: List[Command] = []
+        append = out.append
+        try:
+            cmd = gets()
+            while cmd is not False:
+                if cmd.__class__ is not list or not cmd:
+                    break
+                for arg in cmd:
+                    if arg.__class__ is not bytes:
+                        break
+                else:
+                    append(cmd)
+                    cmd = gets()
+                    continue
+                break
+            else:
+                # hiredis cannot tell whether it stopped between commands or inside an
+                # array whose elements so far are whole; an empty array tells: it comes
+                # back alone only in the first case.
+                reader.feed(b"*0\r\n")
+                if gets() == [] and not reader.has_data():
+                    return out
+        except hiredis.ProtocolError:
+            pass
+        # Start afresh: the pure reader owns the rest of this packet.
+        self._reader = hiredis.Reader()
+        out.extend(pure.feed(data[_encoded_size(out) :]))
+        return out
+
+
+def make_reader(pure: bool = False) -> Union[PureReader, HiredisReader]:
+    """The fastest reader available: hiredis-backed when it is installed, unless `pure`."""
+    if pure or hiredis is None:
+        return PureReader()
+    return HiredisReader()
