@@ -125,8 +125,11 @@ class Contender:
     key: str
     label: str
     argv: list[str]  # "{port}" stands for the port
+    loop: str = ""  # the event loop, for the report
     env: dict[str, str] = field(default_factory=dict)
     evio: bool = False  # the targets apply to it
+    pure_parser: bool = False  # parses with pure Python even where hiredis is installed
+    default: bool = True  # measured unless --servers says otherwise
     description: dict[str, str] = field(default_factory=dict)
 
     def command(self, port: int) -> list[str]:
@@ -150,34 +153,51 @@ def find_contenders(wanted: Sequence[str] | None) -> tuple[list[Contender], dict
     clone = str(REPO / "examples" / "redis_server.py")
     asyncio_server = str(REPO / "bench" / "redis_asyncio_server.py")
     pypy_path = os.pathsep.join([str(REPO / "src"), str(REPO / "examples")])
+    redis = ["redis-server", "--port", "{port}", "--bind", LOOPBACK, "--save", "", "--appendonly", "no"]
+    evio = [clone, "--port", "{port}", "--appendonly", "no"]
     every = [
-        Contender(
-            "redis",
-            "redis-server",
-            ["redis-server", "--port", "{port}", "--bind", LOOPBACK, "--save", "", "--appendonly", "no"],
-        ),
-        Contender("evio", "evio (CPython)", [python, clone, "--port", "{port}", "--appendonly", "no"], evio=True),
+        Contender("redis", "redis-server", redis, loop="ae (epoll)"),
+        Contender("evio", "evio (CPython)", [python, *evio], loop="evio epoll", evio=True),
         Contender(
             "evio-pypy",
             "evio (PyPy)",
-            [pypy or "pypy3", clone, "--port", "{port}", "--appendonly", "no"],
+            [pypy or "pypy3", *evio],
+            loop="evio epoll",
             env={"PYTHONPATH": pypy_path},
             evio=True,
         ),
         Contender(
             "evio-stdlib",
             "evio --stdlib (CPython)",
-            [python, clone, "--port", "{port}", "--appendonly", "no", "--stdlib"],
+            [python, *evio, "--stdlib"],
+            loop="evio portable (selectors)",
             evio=True,
         ),
-        Contender("asyncio", "asyncio (CPython)", [python, asyncio_server, "--port", "{port}"]),
-        Contender("uvloop", "uvloop (CPython)", [python, asyncio_server, "--port", "{port}", "--uvloop"]),
+        Contender(
+            "evio-pure",
+            "evio --pure-parser (CPython)",
+            [python, *evio, "--pure-parser"],
+            loop="evio epoll",
+            evio=True,
+            pure_parser=True,
+            default=False,
+        ),
+        Contender(
+            "asyncio",
+            "asyncio (CPython)",
+            [python, asyncio_server, "--port", "{port}"],
+            loop="asyncio (selector event loop)",
+        ),
+        Contender(
+            "uvloop", "uvloop (CPython)", [python, asyncio_server, "--port", "{port}", "--uvloop"], loop="uvloop"
+        ),
     ]
     missing = {}
     if shutil.which("redis-server") is None:
         missing["redis"] = "redis-server is not installed"
     if not Path(clone).exists():
-        missing["evio"] = missing["evio-stdlib"] = missing["evio-pypy"] = f"{clone} does not exist"
+        for key in ("evio", "evio-pypy", "evio-stdlib", "evio-pure"):
+            missing[key] = f"{clone} does not exist"
     if pypy is None:
         missing["evio-pypy"] = "pypy3 is not installed"
     if not Path(asyncio_server).exists():
@@ -191,8 +211,9 @@ def find_contenders(wanted: Sequence[str] | None) -> tuple[list[Contender], dict
             raise SystemExit(f"unknown server(s) {', '.join(unknown)}: choose from {', '.join(sorted(known))}")
         if "redis" not in wanted:
             raise SystemExit("--servers must include redis: every ratio is to the redis-server of the same run")
-    chosen = [c for c in every if (wanted is None or c.key in wanted) and c.key not in missing]
-    skipped = {key: why for key, why in missing.items() if wanted is None or key in wanted}
+    selected = {c.key for c in every if (c.key in wanted if wanted is not None else c.default)}
+    chosen = [c for c in every if c.key in selected and c.key not in missing]
+    skipped = {key: why for key, why in missing.items() if key in selected}
     if "redis" in skipped:
         raise SystemExit(f"cannot run the benchmark: {skipped['redis']}")
     return chosen, skipped
@@ -207,7 +228,7 @@ def describe(contender: Contender) -> dict[str, str]:
             "software": f"redis-server {fields.get('v', '?')} (C, {fields.get('malloc', 'libc')})",
             "build": version.strip(),
             "parser": "C (redis)",
-            "loop": "ae (epoll)",
+            "loop": contender.loop,
         }
     executable = contender.argv[0]
     info = interpreter_info(executable, contender.env)
@@ -220,18 +241,11 @@ def describe(contender: Contender) -> dict[str, str]:
         ).returncode
         == 0
     )
-    loop = {
-        "evio": "evio epoll",
-        "evio-pypy": "evio epoll",
-        "evio-stdlib": "evio portable (selectors)",
-        "asyncio": "asyncio (selector loop)",
-        "uvloop": "uvloop",
-    }[contender.key]
     return {
         "software": f"{info['implementation']} {info['version']}",
         "build": info["build"],
-        "parser": "hiredis" if has_hiredis else "pure Python",
-        "loop": loop,
+        "parser": "hiredis" if has_hiredis and not contender.pure_parser else "pure Python",
+        "loop": contender.loop,
     }
 
 
@@ -731,8 +745,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--servers",
-        help="comma-separated subset of redis,evio,evio-pypy,evio-stdlib,asyncio,uvloop "
-        "(default: all that are available)",
+        help="comma-separated servers from redis,evio,evio-pypy,evio-stdlib,evio-pure,asyncio,uvloop "
+        "(default: all that are available but evio-pure)",
     )
     parser.add_argument("--idle", type=int, default=1000, help="idle connections for the memory figure (default 1000)")
     parser.add_argument(
