@@ -127,7 +127,7 @@ class Contender:
     argv: list[str]  # "{port}" stands for the port
     loop: str = ""  # the event loop, for the report
     env: dict[str, str] = field(default_factory=dict)
-    evio: bool = False  # the targets apply to it
+    targeted: bool = False  # the targets apply to it
     pure_parser: bool = False  # parses with pure Python even where hiredis is installed
     default: bool = True  # measured unless --servers says otherwise
     description: dict[str, str] = field(default_factory=dict)
@@ -157,28 +157,26 @@ def find_contenders(wanted: Sequence[str] | None) -> tuple[list[Contender], dict
     evio = [clone, "--port", "{port}", "--appendonly", "no"]
     every = [
         Contender("redis", "redis-server", redis, loop="ae (epoll)"),
-        Contender("evio", "evio (CPython)", [python, *evio], loop="evio epoll", evio=True),
+        Contender("evio", "evio (CPython)", [python, *evio], loop="evio epoll", targeted=True),
         Contender(
             "evio-pypy",
             "evio (PyPy)",
             [pypy or "pypy3", *evio],
             loop="evio epoll",
             env={"PYTHONPATH": pypy_path},
-            evio=True,
+            targeted=True,
         ),
         Contender(
             "evio-stdlib",
             "evio --stdlib (CPython)",
             [python, *evio, "--stdlib"],
             loop="evio portable (selectors)",
-            evio=True,
         ),
         Contender(
             "evio-pure",
             "evio --pure-parser (CPython)",
             [python, *evio, "--pure-parser"],
             loop="evio epoll",
-            evio=True,
             pure_parser=True,
             default=False,
         ),
@@ -197,11 +195,11 @@ def find_contenders(wanted: Sequence[str] | None) -> tuple[list[Contender], dict
         missing["redis"] = "redis-server is not installed"
     if not Path(clone).exists():
         for key in ("evio", "evio-pypy", "evio-stdlib", "evio-pure"):
-            missing[key] = f"{clone} does not exist"
+            missing[key] = "examples/redis_server.py does not exist"
     if pypy is None:
         missing["evio-pypy"] = "pypy3 is not installed"
     if not Path(asyncio_server).exists():
-        missing["asyncio"] = missing["uvloop"] = f"{asyncio_server} does not exist"
+        missing["asyncio"] = missing["uvloop"] = "bench/redis_asyncio_server.py does not exist"
     if importlib.util.find_spec("uvloop") is None:
         missing["uvloop"] = f"uvloop is not installed for {python}"
     known = {c.key for c in every}
@@ -327,14 +325,14 @@ def summarize(
             for test in TESTS:
                 runs = samples[c.key][load.key][test]
                 ref = samples["redis"][load.key][test]
-                rps = median([s.rps for s in runs])
-                cpu = median([s.cpu_us_per_request for s in runs])
+                # Ratios pair each run with redis-server's in the same round, a few seconds apart, so that
+                # the machine's drift over the whole run cancels out; their median is the figure reported.
                 tests_out[test] = {
-                    "rps": rps,
+                    "rps": median([s.rps for s in runs]),
                     "rps_spread": spread([s.rps for s in runs]),
-                    "rps_ratio": rps / median([s.rps for s in ref]),
-                    "cpu_us_per_request": cpu,
-                    "cpu_ratio": cpu / median([s.cpu_us_per_request for s in ref]),
+                    "rps_ratio": median([s.rps / r.rps for s, r in zip(runs, ref)]),
+                    "cpu_us_per_request": median([s.cpu_us_per_request for s in runs]),
+                    "cpu_ratio": median([s.cpu_us_per_request / r.cpu_us_per_request for s, r in zip(runs, ref)]),
                     "server_busy": median([s.server_busy for s in runs]),
                 }
             loads_out[load.key] = tests_out
@@ -359,7 +357,7 @@ def check_targets(
     keys = {c.key for c in contenders}
     peers = [peer for peer in ("asyncio", "uvloop") if peer in keys]
     checks: list[dict[str, Any]] = []
-    for c in (c for c in contenders if c.evio):
+    for c in (c for c in contenders if c.targeted):
         for load in loads:
             for test in TESTS:
                 figures = per_server[c.key]["loads"][load.key][test]
@@ -422,7 +420,8 @@ def render_markdown(report: dict[str, Any], contenders: Sequence[Contender], loa
         f"Run on {meta['date']} on {m['cpu_model']} ({m['cpus']} CPUs"
         f"{', ' + m['virtualized'] if m['virtualized'] else ''}, {m['memory_mib']:,} MiB), {m['kernel']}, {m['os']}. "
         f"{meta['rounds']} rounds, interleaved (every test against every server in turn, in a rotated order); "
-        f"figures are medians over rounds, ratios are to the redis-server of the same run. "
+        "figures are medians over rounds; a ratio is the median over rounds of the server's figure divided by "
+        "redis-server's in the same round. "
         f"Pinning: {meta['pinning']}. Load generator: {meta['redis_benchmark']}, on loopback.",
         "",
     ]
@@ -441,7 +440,7 @@ def render_markdown(report: dict[str, Any], contenders: Sequence[Contender], loa
     out += ["## Targets", ""]
     rows = []
     for c in contenders:
-        if not c.evio:
+        if not c.targeted:
             continue
         groups: dict[str, list[dict[str, Any]]] = {}
         for t in report["summary"]["targets"]:
@@ -525,7 +524,7 @@ def render_markdown(report: dict[str, Any], contenders: Sequence[Contender], loa
         mem = summary[c.key]["memory"]
         per_conn = (mem["rss_idle_kib"] - mem["rss_start_kib"]) / idle
         mark = ""
-        if c.evio and "asyncio" in keys:
+        if c.targeted and "asyncio" in keys:
             mark = " " + _mark(mem["rss_idle_kib"] < summary["asyncio"]["memory"]["rss_idle_kib"])
         rows.append(
             [
@@ -733,12 +732,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rounds", type=int, help="measured rounds (default 4; 1 with --quick)")
+    parser.add_argument("--rounds", type=int, help="measured rounds (default 5; 1 with --quick)")
     parser.add_argument(
         "--requests",
         type=int,
         help="requests per test at -P 1; -P 128 runs "
-        f"{PIPELINED_FACTOR} times as many (default 25000; 10000 with --quick)",
+        f"{PIPELINED_FACTOR} times as many (default 20000; 10000 with --quick)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="a smoke test of under 2 minutes; writes to a temporary directory"
@@ -756,9 +755,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", help="directory for redis.json, redis.md, redis.png (default docs/bench)")
     args = parser.parse_args(argv)
     if args.rounds is None:
-        args.rounds = 1 if args.quick else 4
+        args.rounds = 1 if args.quick else 5
     if args.requests is None:
-        args.requests = 10_000 if args.quick else 25_000
+        args.requests = 10_000 if args.quick else 20_000
     if args.out is None:
         args.out = str(Path(tempfile.gettempdir()) / "evio-bench-quick") if args.quick else str(REPO / "docs" / "bench")
     if args.rounds < 1 or args.requests < 1000 or args.idle < 1:
