@@ -121,13 +121,15 @@ def split_inline(line: bytes) -> Command | None:
 class PureReader:
     """A RESP request reader in pure Python: the fast path on PyPy."""
 
-    __slots__ = ("_args", "_chunks", "_have", "_left", "_need", "_scan", "_tail", "error")
+    __slots__ = ("_args", "_chunks", "_done", "_have", "_left", "_need", "_scan", "_tail", "error")
 
     def __init__(self) -> None:
         #: The arguments of the array being read, or None between commands.
         self._args: Command | None = None
         #: How many arguments that array still lacks.
         self._left = 0
+        #: Bytes of that array parsed already (its header and whole arguments).
+        self._done = 0
         #: Bytes received and not parsed yet.
         self._tail = b""
         #: Packets received while a bulk string is incomplete, joined once it is whole.
@@ -149,7 +151,7 @@ class PureReader:
     @property
     def pending(self) -> int:
         """Bytes received that belong to no complete command yet."""
-        return self._have
+        return self._have + self._done
 
     def feed(self, data: Input) -> List[Command]:
         """Take `data` and return the commands it completes, in order."""
@@ -193,7 +195,7 @@ class PureReader:
         self._args = None
         self._tail = b""
         self._chunks = []
-        self._have = self._need = self._left = 0
+        self._have = self._need = self._left = self._done = 0
         return out
 
     def _parse(self, buf: bytes) -> List[Command]:
@@ -204,6 +206,7 @@ class PureReader:
         pos = 0
         args = self._args
         left = self._left
+        begun = -self._done  # where the unfinished array started, relative to buf
         need = 0  # set when a bulk string is cut short: bytes it needs from `pos`
         while pos < end:
             if args is None:
@@ -216,6 +219,7 @@ class PureReader:
                         count = parse_int(buf[pos + 1 : nl])
                         if count is None or count > MAX_ARGS:
                             return self._fail(out, b"invalid multibulk length")
+                    begun = pos
                     pos = nl + 2
                     if count <= 0:
                         continue  # Redis skips empty and null arrays
@@ -260,6 +264,7 @@ class PureReader:
             args = None
         self._args = args
         self._left = left
+        self._done = pos - begun if args is not None else 0
         if pos >= end:
             self._tail = b""
             self._have = self._need = 0
@@ -296,13 +301,13 @@ class HiredisReader:
 
     hiredis parses replies, not requests: it knows no inline commands, no
     512 MB limit, and takes nested arrays, integers or nulls inside an array.
-    So a packet goes to hiredis only when it starts a command with '*'; every
-    command it yields is checked to be a non-empty list of bytes; and when
-    hiredis stops short of the packet's end (a command cut in two, an error,
-    a command Redis would refuse) the rest, from the first command not handed
-    back, goes to a `PureReader` (an empty array fed after the packet tells
-    whether hiredis stopped cleanly). hiredis accepts only canonical arrays of bulk
-    strings, so the byte offset of that rest is known from the commands alone.
+    So a packet goes to hiredis only when it starts a command with '*', and
+    every command it yields is checked to be a non-empty list of bytes. A
+    packet with anything Redis would judge otherwise (an error, a nested array,
+    an integer) goes whole to a `PureReader`, which words the error as Redis
+    does. When hiredis stops inside a command, the rest of the packet, from
+    that command's first byte, goes to the `PureReader`: hiredis accepts only
+    canonical arrays of bulk strings, so the offset follows from the commands.
     The `PureReader` keeps the input until it finishes that command, and the
     next packet that starts afresh goes to hiredis again.
     """
@@ -340,34 +345,38 @@ class HiredisReader:
         reader = self._reader
         reader.feed(data)
         gets = reader.gets
-        out: List[Command] = []
-        append = out.append
         try:
-            cmd = gets()
-            while cmd is not False:
-                if cmd.__class__ is not list or not cmd:
-                    break
-                for arg in cmd:
-                    if arg.__class__ is not bytes:
-                        break
-                else:
-                    append(cmd)
-                    cmd = gets()
-                    continue
-                break
-            else:
-                # hiredis cannot tell whether it stopped between commands or inside an
-                # array whose elements so far are whole; an empty array tells: it comes
-                # back alone only in the first case.
-                reader.feed(b"*0\r\n")
-                if gets() == [] and not reader.has_data():
-                    return out
-        except hiredis.ProtocolError:
-            pass
-        # Start afresh: the pure reader owns the rest of this packet.
+            out: List[Command] = list(iter(gets, False))  # gets() until False, looped in C
+            # hiredis cannot tell whether it stopped between commands or inside an
+            # array whose elements so far are whole; an empty array fed now tells: it
+            # comes back alone only in the first case.
+            reader.feed(b"*0\r\n")
+            whole = gets() == [] and not reader.has_data()
+        except Exception:  # a protocol error, or a map keyed by a list: the pure reader judges
+            out, whole = [], False
+        try:
+            # Also looped in C: list.__len__ refuses anything but a list (and an empty
+            # one fails all()); join refuses any argument that is not bytes.
+            valid = all(map(_list_len, out)) and _join(map(_join, out)) is not None
+        except TypeError:
+            valid = False
+        if valid and (b"+" in data or b"=" in data or b"(" in data or b">" in data):
+            # hiredis takes status, verbatim and big-number elements as bytes too, and a
+            # push as an array; Redis refuses them. The bytes taken tell: only arrays of
+            # bulk strings fill the packet at their canonical size.
+            valid = whole and _encoded_size(out) == len(data) and all(type(c) is list for c in out)
+        if whole and valid:
+            return out
         self._reader = hiredis.Reader()
+        if not valid:
+            return pure.feed(data)  # nothing of this packet ran yet: the pure reader takes it all
+        # A command cut short: the pure reader takes the rest, from its first byte.
         out.extend(pure.feed(data[_encoded_size(out) :]))
         return out
+
+
+_list_len = list.__len__
+_join = b"".join
 
 
 def make_reader(pure: bool = False) -> Union[PureReader, HiredisReader]:

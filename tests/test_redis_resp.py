@@ -1,0 +1,233 @@
+"""The Redis clone's request readers on their own: the pure one, and the hiredis-backed one."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, List, Union
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from redisclone.aof import encode_command
+from redisclone.resp import MAX_BULK, HiredisReader, PureReader, hiredis, parse_int, split_inline
+
+Reader = Union[PureReader, HiredisReader]
+READERS = ["pure", "hiredis"]
+
+
+def _make(kind: str) -> Reader:
+    if kind == "hiredis":
+        if hiredis is None:
+            pytest.skip("hiredis is not installed")
+        return HiredisReader()
+    return PureReader()
+
+
+@pytest.fixture(params=READERS)
+def make_reader(request: pytest.FixtureRequest) -> Callable[[], Reader]:
+    """A factory of the reader under test; every reader test runs on both."""
+    kind = str(request.param)
+    _make(kind)  # skip early when it is not available
+    return lambda: _make(kind)
+
+
+def feed_all(reader: Reader, pieces: List[bytes]) -> List[List[bytes]]:
+    out: List[List[bytes]] = []
+    for piece in pieces:
+        out.extend(reader.feed(piece))
+    return out
+
+
+# ---- valid streams ---------------------------------------------------------
+
+_arg = st.binary(max_size=40) | st.sampled_from([b"", b"\r\n", b"\r", b"\n", b"*1\r\n", b"$3\r\n", b"a b"])
+_word = st.binary(min_size=1, max_size=12).filter(
+    lambda b: not any(c in b" \t\r\n\v\f\"'" for c in b) and not b.startswith(b"*")
+)
+
+
+@st.composite
+def _stream(draw: st.DrawFn) -> tuple[bytes, List[List[bytes]]]:
+    """RESP arrays and inline commands mixed, and the commands they hold."""
+    parts: List[bytes] = []
+    commands: List[List[bytes]] = []
+    for _ in range(draw(st.integers(1, 12))):
+        if draw(st.booleans()):
+            args = draw(st.lists(_arg, min_size=1, max_size=5))
+            parts.append(encode_command(args))
+        else:
+            args = draw(st.lists(_word, min_size=1, max_size=4))
+            parts.append(b" ".join(args) + draw(st.sampled_from([b"\r\n", b"\n"])))
+        commands.append(args)
+    return b"".join(parts), commands
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=_stream(), cuts=st.lists(st.integers(0, 10_000), max_size=8))
+def test_any_split_parses_as_the_whole(
+    make_reader: Callable[[], Reader], case: tuple[bytes, List[List[bytes]]], cuts: List[int]
+) -> None:
+    stream, commands = case
+    points = sorted({c % (len(stream) + 1) for c in cuts})
+    pieces = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)])]
+    whole = make_reader()
+    assert feed_all(whole, [stream]) == commands
+    split = make_reader()
+    assert feed_all(split, pieces) == commands
+    assert split.error is None and not split.busy and split.pending == 0
+
+
+def test_byte_by_byte(make_reader: Callable[[], Reader]) -> None:
+    stream = encode_command([b"SET", b"k", b"v\r\nwith\r\nbreaks"]) + b"PING\r\n" + encode_command([b"GET", b"k"])
+    reader = make_reader()
+    assert feed_all(reader, [stream[i : i + 1] for i in range(len(stream))]) == [
+        [b"SET", b"k", b"v\r\nwith\r\nbreaks"],
+        [b"PING"],
+        [b"GET", b"k"],
+    ]
+
+
+def test_a_pipeline_in_one_packet(make_reader: Callable[[], Reader]) -> None:
+    packet = encode_command([b"SET", b"key", b"xxx"]) * 1000
+    assert make_reader().feed(packet) == [[b"SET", b"key", b"xxx"]] * 1000
+
+
+def test_empty_and_null_arrays_and_blank_lines_are_skipped(make_reader: Callable[[], Reader]) -> None:
+    assert make_reader().feed(b"*0\r\n*-1\r\n*-5\r\n\r\n   \r\n*1\r\n$4\r\nPING\r\n") == [[b"PING"]]
+
+
+def test_inline_quotes_as_redis_splits_them(make_reader: Callable[[], Reader]) -> None:
+    reader = make_reader()
+    line = b"set \"a b\" 'c d' \"\\x41\\n\\\"\" 'it\\'s'\r\n"
+    assert reader.feed(line) == [[b"set", b"a b", b"c d", b'A\n"', b"it's"]]
+
+
+def test_split_inline() -> None:
+    assert split_inline(b"  get   key  \r") == [b"get", b"key"]
+    assert split_inline(b'"') is None
+    assert split_inline(b'"a"b') is None  # a closing quote must be followed by a space
+    assert split_inline(b"'a") is None
+    assert split_inline(b'""') == [b""]
+
+
+def test_a_large_value_in_small_pieces_is_not_copied_again_and_again(make_reader: Callable[[], Reader]) -> None:
+    value = bytes(range(256)) * 1200  # 300 KB: quadratic copying would take many seconds
+    stream = encode_command([b"SET", b"big", value])
+    reader = make_reader()
+    start = time.monotonic()
+    out = feed_all(reader, [stream[i : i + 1] for i in range(len(stream))])
+    assert out == [[b"SET", b"big", value]]
+    assert time.monotonic() - start < 5.0
+
+
+def test_pending_counts_an_incomplete_command(make_reader: Callable[[], Reader]) -> None:
+    reader = make_reader()
+    head = encode_command([b"PING"])
+    partial = encode_command([b"SET", b"k", b"value"])[:-4]
+    assert reader.feed(head + partial) == [[b"PING"]]
+    assert reader.busy and reader.pending == len(partial)
+
+
+# ---- malformed input ------------------------------------------------------------
+
+PROTOCOL_ERRORS = [
+    (b"*1\r\n+PING\r\n", b"expected '$', got '+'"),
+    (b"*2\r\n$3\r\nGET\r\n:1\r\n", b"expected '$', got ':'"),
+    (b"*1\r\n*1\r\n$1\r\na\r\n", b"expected '$', got '*'"),
+    (b"*1\r\n$-1\r\n", b"invalid bulk length"),
+    (b"*1\r\n$03\r\nabc\r\n", b"invalid bulk length"),
+    (b"*1\r\n$+3\r\nabc\r\n", b"invalid bulk length"),
+    (b"*1\r\n$ 3\r\nabc\r\n", b"invalid bulk length"),
+    (b"*1\r\n$x\r\n", b"invalid bulk length"),
+    (b"*1\r\n$%d\r\n" % (MAX_BULK + 1), b"invalid bulk length"),
+    (b"*1\r\n$99999999999999999999\r\n", b"invalid bulk length"),
+    (b"*x\r\n", b"invalid multibulk length"),
+    (b"*01\r\n", b"invalid multibulk length"),
+    (b"*3000000000\r\n", b"invalid multibulk length"),
+    (b"*99999999999999999999999\r\n", b"invalid multibulk length"),
+    (b'set k "v\r\n', b"unbalanced quotes in request"),
+    (b"x" * 70_000, b"too big inline request"),
+    (b"*" + b"1" * 70_000, b"too big mbulk count string"),
+    (b"*1\r\n$" + b"1" * 70_000, b"too big bulk count string"),
+]
+
+
+@pytest.mark.parametrize(("data", "error"), PROTOCOL_ERRORS)
+def test_protocol_errors_are_worded_as_redis_words_them(
+    make_reader: Callable[[], Reader], data: bytes, error: bytes
+) -> None:
+    reader = make_reader()
+    good = encode_command([b"PING"])
+    assert reader.feed(good + data) == [[b"PING"]]  # what came before the error still counts
+    assert reader.error == error
+    assert reader.feed(good) == []  # and nothing after it
+
+
+@pytest.mark.parametrize(("data", "error"), PROTOCOL_ERRORS)
+def test_protocol_errors_in_pieces(make_reader: Callable[[], Reader], data: bytes, error: bytes) -> None:
+    reader = make_reader()
+    step = max(1, len(data) // 7)
+    feed_all(reader, [data[i : i + step] for i in range(0, len(data), step)])
+    assert reader.error == error
+
+
+def test_an_oversized_bulk_is_refused_from_its_header(make_reader: Callable[[], Reader]) -> None:
+    reader = make_reader()
+    assert reader.feed(b"*2\r\n$3\r\nSET\r\n$600000000\r\n") == []
+    assert reader.error == b"invalid bulk length"
+    assert reader.pending == 0
+
+
+def test_a_long_array_header_reserves_nothing(make_reader: Callable[[], Reader]) -> None:
+    # 2^31 - 1 arguments is allowed; the reader must not make room for them up front.
+    reader = make_reader()
+    assert reader.feed(b"*2147483647\r\n$1\r\na\r\n") == []
+    assert reader.error is None and reader.busy
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    junk=st.binary(max_size=200)
+    | st.lists(
+        st.sampled_from([b"*", b"$", b"\r\n", b"1", b"-1", b"0", b"99999999999", b"+", b":", b"a", b" ", b'"'])
+    ).map(b"".join)
+)
+def test_junk_parses_or_errs_never_raises(make_reader: Callable[[], Reader], junk: bytes) -> None:
+    whole, split = make_reader(), make_reader()
+    commands = whole.feed(junk)
+    assert all(type(c) is list and c and all(type(a) is bytes for a in c) for c in commands)
+    pieces = [junk[i : i + 3] for i in range(0, len(junk), 3)]
+    # Split or not, the same commands come out, then the same error (or none).
+    assert feed_all(split, pieces) == commands
+    assert split.error == whole.error
+
+
+def test_parse_int_is_as_strict_as_string2ll() -> None:
+    assert parse_int(b"0") == 0
+    assert parse_int(b"-12") == -12
+    assert parse_int(b"9223372036854775807") == 2**63 - 1
+    assert parse_int(b"-9223372036854775808") == -(2**63)
+    for bad in (b"", b"-", b"+1", b" 1", b"1 ", b"01", b"-0", b"1_0", b"9223372036854775808", b"1.5", b"\xd9\xa1"):
+        assert parse_int(bad) is None, bad
+
+
+_PIECES = [b"*1\r\n", b"*2\r\n", b"$1\r\n", b"$3\r\n", b"a\r\n", b"abc\r\n", b"+OK\r\n", b":1\r\n", b"=5\r\n"]
+_PIECES += [b"(1\r\n", b">1\r\n", b"_\r\n", b"*-1\r\n", b"*0\r\n", b"$-1\r\n", b"%1\r\n"]
+_PIECES += [b"PING\r\n", b"*1\r\n$4\r\nPING\r\n"]
+
+
+@pytest.mark.skipif(hiredis is None, reason="hiredis is not installed")
+@settings(max_examples=300, deadline=None)
+@given(
+    junk=st.lists(
+        st.sampled_from(_PIECES),
+        max_size=12,
+    ).map(b"".join),
+    cut=st.integers(0, 200),
+)
+def test_the_hiredis_reader_judges_as_the_pure_one(junk: bytes, cut: int) -> None:
+    pure, fast = PureReader(), HiredisReader()
+    pieces = [junk[:cut], junk[cut:]]
+    assert feed_all(fast, pieces) == feed_all(pure, pieces)
+    assert fast.error == pure.error
+    assert fast.pending == pure.pending
