@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redisclone.aof import encode_command
-from redisclone.resp import MAX_BULK, HiredisReader, PureReader, hiredis, parse_int, split_inline
+from redisclone.resp import HAVE_HIREDIS, MAX_BULK, HiredisReader, PureReader, parse_int, split_inline
 
 Reader = Union[PureReader, HiredisReader]
 READERS = ["pure", "hiredis"]
@@ -17,7 +17,7 @@ READERS = ["pure", "hiredis"]
 
 def _make(kind: str) -> Reader:
     if kind == "hiredis":
-        if hiredis is None:
+        if not HAVE_HIREDIS:
             pytest.skip("hiredis is not installed")
         return HiredisReader()
     return PureReader()
@@ -216,7 +216,7 @@ _PIECES += [b"(1\r\n", b">1\r\n", b"_\r\n", b"*-1\r\n", b"*0\r\n", b"$-1\r\n", b
 _PIECES += [b"PING\r\n", b"*1\r\n$4\r\nPING\r\n"]
 
 
-@pytest.mark.skipif(hiredis is None, reason="hiredis is not installed")
+@pytest.mark.skipif(not HAVE_HIREDIS, reason="hiredis is not installed")
 @settings(max_examples=300, deadline=None)
 @given(
     junk=st.lists(

@@ -50,6 +50,8 @@ class RedisProtocol:
 
     def feed(self, data: Input) -> bytes:
         """Execute the commands that `data` completes; return their replies."""
+        if self.verdict != KEEP:
+            return b""  # closing: what a client sends after QUIT or an error is not read
         reader = self._reader
         commands = reader.feed(data)
         table = self._table

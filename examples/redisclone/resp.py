@@ -25,6 +25,9 @@ try:
 except ImportError:  # PyPy, or hiredis not installed: PureReader is the parser
     hiredis = None  # type: ignore[assignment]
 
+#: Whether `HiredisReader` can be used here.
+HAVE_HIREDIS = hiredis is not None
+
 Command = List[bytes]
 Input = Union[bytes, bytearray, memoryview]
 
