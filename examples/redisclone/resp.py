@@ -229,6 +229,15 @@ class PureReader:
                     args = []
                     left = count
                 else:
+                    # Inline commands: every whole line before the next array, split in C.
+                    nxt = find(b"\n*", pos)
+                    stop = nxt + 1 if nxt >= 0 else buf.rfind(b"\n", pos) + 1
+                    if stop > pos:
+                        run = buf[pos:stop]
+                        if 34 not in run and 39 not in run:  # no quotes: whitespace splits it
+                            out += [argv for argv in map(bytes.split, run.split(b"\n")[:-1]) if argv]
+                            pos = stop
+                            continue
                     nl = find(b"\n", pos)
                     if nl < 0:
                         break
