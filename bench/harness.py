@@ -114,6 +114,51 @@ def memory_kib(pid: int) -> dict[str, int]:
     return parse_proc_status_kib(Path(f"/proc/{pid}/status").read_text())
 
 
+@dataclass(frozen=True)
+class CpuTimes:
+    """What some CPUs have done since boot, in seconds, from /proc/stat."""
+
+    busy: float  # user, nice, system, irq and softirq time: anything but idle, iowait and steal
+    steal: float  # time the hypervisor gave the CPUs to another guest
+
+    def __sub__(self, earlier: CpuTimes) -> CpuTimes:
+        return CpuTimes(self.busy - earlier.busy, self.steal - earlier.steal)
+
+
+def parse_proc_stat_cpus(text: str, cpus: Sequence[int]) -> CpuTimes:
+    """Busy and stolen time of `cpus` together from the text of /proc/stat (counted in clock ticks there)."""
+    wanted = {f"cpu{n}" for n in cpus}
+    busy = steal = 0
+    for line in text.splitlines():
+        name, *fields = line.split()
+        if name in wanted:
+            user, nice, system, _idle, _iowait, irq, softirq, stolen = (int(f) for f in fields[:8])
+            busy += user + nice + system + irq + softirq
+            steal += stolen
+    return CpuTimes(busy / CLOCK_TICKS, steal / CLOCK_TICKS)
+
+
+def cpu_times(cpus: Sequence[int]) -> CpuTimes:
+    """Busy and stolen time of `cpus` so far; around a run, with a pinned server's own CPU time, it tells
+    how much else ran on the server's CPU (other processes, interrupts) and how much the hypervisor took."""
+    return parse_proc_stat_cpus(Path("/proc/stat").read_text(), cpus)
+
+
+def wait_until_quiet(cpus: Sequence[int], *, below: float, timeout: float, sample: float = 1.0) -> float:
+    """Wait up to `timeout` seconds for `cpus` to be busy less than `below` of a `sample`-second window.
+
+    Returns the busy share last seen (per CPU, 0.0 to 1.0), whether or not it got below: on a shared
+    machine a benchmark had better start when no one else is running one, and say so when it could not.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        before = cpu_times(cpus)
+        time.sleep(sample)
+        share = (cpu_times(cpus) - before).busy / sample / max(len(cpus), 1)
+        if share < below or time.monotonic() >= deadline:
+            return share
+
+
 def raise_fd_limit(want: int) -> int:
     """Raise this process's open-file limit towards `want` (children inherit it); returns the limit now."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

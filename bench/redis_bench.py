@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from harness import (
     Pinning,
     ServerProcess,
     bar_chart,
+    cpu_times,
     free_port,
     idle_connections,
     interpreter_info,
@@ -45,6 +47,7 @@ from harness import (
     raise_fd_limit,
     run_client,
     terminate_becomes_interrupt,
+    wait_until_quiet,
     write_json,
 )
 
@@ -255,6 +258,10 @@ class Sample:
     cpu_seconds: float
     requests: int
     wall_seconds: float
+    # On the server's CPU, while it ran: time spent on anything but the server (other processes,
+    # interrupts, the network stack's softirqs), and time the hypervisor took away. Zero when not pinned.
+    other_seconds: float = 0.0
+    steal_seconds: float = 0.0
 
     @property
     def cpu_us_per_request(self) -> float:
@@ -270,9 +277,10 @@ def measure(server: ServerProcess, load: Load, test: str, pinning: Pinning, requ
     """Run one redis-benchmark test against `server`, reading the server's CPU time before and after."""
     server.check_alive()
     n = load.requests if requests is None else requests
-    before = server.cpu_seconds()
+    cpus = pinning.server_cpus
+    before, cpus_before = server.cpu_seconds(), cpu_times(cpus)
     run = run_client(load.argv(server.port, test, n), cpus=pinning.client_cpus, timeout=120 + n / 2000)
-    after = server.cpu_seconds()
+    after, on_cpus = server.cpu_seconds(), cpu_times(cpus) - cpus_before
     server.check_alive()
     rps = parse_benchmark_output(run.stdout).get(test)
     if rps is None:
@@ -280,7 +288,8 @@ def measure(server: ServerProcess, load: Load, test: str, pinning: Pinning, requ
             f"redis-benchmark printed no {test} result against {server.name}\n"
             f"stdout: {run.stdout[-500:]!r}\nstderr: {run.stderr[-500:]!r}"
         )
-    return Sample(rps, after - before, n, run.seconds)
+    other = max(0.0, on_cpus.busy - (after - before)) if cpus else 0.0
+    return Sample(rps, after - before, n, run.seconds, other, on_cpus.steal)
 
 
 def measure_idle_memory(contender: Contender, pinning: Pinning, idle: int) -> dict[str, int]:
@@ -334,6 +343,8 @@ def summarize(
                     "cpu_us_per_request": median([s.cpu_us_per_request for s in runs]),
                     "cpu_ratio": median([s.cpu_us_per_request / r.cpu_us_per_request for s, r in zip(runs, ref)]),
                     "server_busy": median([s.server_busy for s in runs]),
+                    "other_on_server_cpu": median([s.other_seconds / s.wall_seconds for s in runs]),
+                    "steal_on_server_cpu": median([s.steal_seconds / s.wall_seconds for s in runs]),
                 }
             loads_out[load.key] = tests_out
         mem = memory[c.key]
@@ -425,6 +436,12 @@ def render_markdown(report: dict[str, Any], contenders: Sequence[Contender], loa
         f"Pinning: {meta['pinning']}. Load generator: {meta['redis_benchmark']}, on loopback.",
         "",
     ]
+    out += [
+        f"The machine was shared: its CPUs were {meta['cpus_busy_before']:.0%} busy just before the run; "
+        f"{meta['runs_measured_again']} runs were measured again because other work took more than "
+        f"{meta['max_other']:.0%} of the server's CPU during them (see the notes under each table).",
+        "",
+    ]
     if meta["quick"]:
         out += ["**Quick run** (`--quick`): short runs, few rounds; a smoke test, not a result.", ""]
     rows = []
@@ -505,8 +522,13 @@ def render_markdown(report: dict[str, Any], contenders: Sequence[Contender], loa
             f"{c.label} {median([summary[c.key]['loads'][load.key][t]['server_busy'] for t in TESTS]):.0%}"
             for c in contenders
         )
+        every = [summary[c.key]["loads"][load.key][t] for c in contenders for t in TESTS]
+        other = median([f["other_on_server_cpu"] for f in every])
+        steal = median([f["steal_on_server_cpu"] for f in every])
         out += [
-            f"Server CPU busy during these runs (median over tests; near 100%: the server was the bottleneck): {busy}.",
+            f"Server CPU busy during these runs (median over tests; near 100%: the server was the bottleneck): {busy}. "
+            f"On the server's CPU, other work (processes, interrupts, softirqs) took {other:.0%} of the time and the "
+            f"hypervisor {steal:.0%} (medians).",
             "",
         ]
 
@@ -649,12 +671,18 @@ def run(args: argparse.Namespace) -> int:
     memory: dict[str, list[dict[str, int]]] = {c.key: [] for c in contenders}
     servers: dict[str, ServerProcess] = {}
     peak: dict[str, int] = {}
+    retried = 0
+    busy_before = math.nan
     try:
         for c in contenders:
             port = free_port()
             servers[c.key] = ServerProcess(
                 c.label, c.command(port), port=port, cpus=pinning.server_cpus, env=c.env, cwd=tempfile.gettempdir()
             ).start()
+        every_cpu = sorted({*pinning.server_cpus, *pinning.client_cpus}) or sorted(os.sched_getaffinity(0))
+        log(f"waiting up to {args.wait_quiet:.0f} s for the CPUs to be idle (others' benchmarks skew ours)")
+        busy_before = wait_until_quiet(every_cpu, below=0.1, timeout=args.wait_quiet)
+        log(f"CPUs {busy_before:.0%} busy before the run")
         log(f"warm-up: every test once against every server ({args.warmup:.0%} of a round's requests)")
         for load in loads:
             for test in TESTS:
@@ -669,6 +697,16 @@ def run(args: argparse.Namespace) -> int:
                     line = []
                     for c in order_r:
                         s = measure(servers[c.key], load, test, pinning)
+                        for _ in range(args.retries):
+                            if s.other_seconds <= args.max_other * s.wall_seconds:
+                                break
+                            log(
+                                f"  {c.key} {test}: other work took {s.other_seconds / s.wall_seconds:.0%} of the "
+                                "server's CPU: measuring again"
+                            )
+                            retried += 1
+                            time.sleep(1.0)
+                            s = measure(servers[c.key], load, test, pinning)
                         samples[c.key][load.key][test].append(s)
                         line.append(f"{c.key} {_k(s.rps)}/s {s.cpu_us_per_request:.2f}µs")
                     log(f"round {r + 1}/{args.rounds} {load.label} {test}: " + ", ".join(line))
@@ -696,6 +734,9 @@ def run(args: argparse.Namespace) -> int:
             "quick": args.quick,
             "idle_connections": args.idle,
             "warmup_fraction": args.warmup,
+            "cpus_busy_before": busy_before,
+            "max_other": args.max_other,
+            "runs_measured_again": retried,
             "loads": [
                 {
                     "key": load.key,
@@ -752,12 +793,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--warmup", type=float, default=0.3, help="warm-up requests as a fraction of a round's (default 0.3)"
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin servers and redis-benchmark to CPUs")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        help="seconds to wait at the start for the CPUs to be idle (default 300; 10 with --quick)",
+    )
+    parser.add_argument(
+        "--max-other",
+        type=float,
+        default=0.25,
+        help="measure a run again (up to --retries times) when other work took more than this share of the "
+        "server's CPU during it (default 0.25)",
+    )
+    parser.add_argument("--retries", type=int, default=2, help="how often to measure a disturbed run again (default 2)")
     parser.add_argument("--out", help="directory for redis.json, redis.md, redis.png (default docs/bench)")
     args = parser.parse_args(argv)
     if args.rounds is None:
         args.rounds = 1 if args.quick else 5
     if args.requests is None:
         args.requests = 10_000 if args.quick else 20_000
+    if args.wait_quiet is None:
+        args.wait_quiet = 10.0 if args.quick else 300.0
     if args.out is None:
         args.out = str(Path(tempfile.gettempdir()) / "evio-bench-quick") if args.quick else str(REPO / "docs" / "bench")
     if args.rounds < 1 or args.requests < 1000 or args.idle < 1:
