@@ -9,13 +9,16 @@ from pathlib import Path
 
 import pytest
 from harness import (
+    CLOCK_TICKS,
     BenchError,
     ServerProcess,
     cpu_seconds,
+    cpu_times,
     free_port,
     idle_connections,
     markdown_table,
     memory_kib,
+    parse_proc_stat_cpus,
     parse_proc_stat_ticks,
     parse_proc_status_kib,
     run_client,
@@ -90,6 +93,18 @@ def test_proc_status_reads_sizes_in_kib() -> None:
     assert sizes == {"VmHWM": 12288, "VmRSS": 10240}
     mine = memory_kib(os.getpid())
     assert 0 < mine["VmRSS"] <= mine["VmHWM"]
+
+
+def test_proc_stat_cpus_adds_busy_and_stolen_ticks_of_the_chosen_cpus() -> None:
+    text = (
+        "cpu  300 0 60 900 9 0 30 6 0 0\ncpu0 100 0 20 400 4 0 10 2 0 0\ncpu1 200 0 40 500 5 0 20 4 0 0\nintr 12345\n"
+    )
+    one = parse_proc_stat_cpus(text, [1])
+    assert (one.busy, one.steal) == (260 / CLOCK_TICKS, 4 / CLOCK_TICKS)
+    both = parse_proc_stat_cpus(text, [0, 1]) - parse_proc_stat_cpus(text, [0])
+    assert both.busy == pytest.approx(one.busy)
+    assert parse_proc_stat_cpus(text, []).busy == 0
+    assert cpu_times(sorted(os.sched_getaffinity(0))).busy > 0
 
 
 def test_cpu_seconds_grow_with_work() -> None:
