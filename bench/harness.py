@@ -61,9 +61,16 @@ def _cpu_list(cpus: Sequence[int]) -> str:
     return ",".join(map(str, cpus))
 
 
+def usable_cpus() -> list[int]:
+    """The CPUs this process may run on (all of them where the interpreter cannot tell, as on PyPy 3.9)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
 def plan_pinning(*, enabled: bool = True) -> Pinning:
     """Put servers on the first CPU this process may use and clients on the second, if `taskset` is there."""
-    allowed = sorted(os.sched_getaffinity(0))
+    allowed = usable_cpus()
     if not enabled or len(allowed) < 2 or shutil.which("taskset") is None:
         return Pinning((), ())
     return Pinning((allowed[0],), (allowed[1],))
@@ -104,7 +111,7 @@ def cpu_seconds(pid: int) -> float:
         return parse_proc_stat_ticks(Path(f"/proc/{pid}/stat").read_text()) / CLOCK_TICKS
     total_ns = 0
     for tid in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(FileNotFoundError):  # the thread ended just now
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # the thread ended just now
             total_ns += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
     return total_ns / 1e9
 

@@ -47,6 +47,7 @@ from harness import (
     raise_fd_limit,
     run_client,
     terminate_becomes_interrupt,
+    usable_cpus,
     wait_until_quiet,
     write_json,
 )
@@ -679,7 +680,7 @@ def run(args: argparse.Namespace) -> int:
             servers[c.key] = ServerProcess(
                 c.label, c.command(port), port=port, cpus=pinning.server_cpus, env=c.env, cwd=tempfile.gettempdir()
             ).start()
-        every_cpu = sorted({*pinning.server_cpus, *pinning.client_cpus}) or sorted(os.sched_getaffinity(0))
+        every_cpu = sorted({*pinning.server_cpus, *pinning.client_cpus}) or usable_cpus()
         log(f"waiting up to {args.wait_quiet:.0f} s for the CPUs to be idle (others' benchmarks skew ours)")
         busy_before = wait_until_quiet(every_cpu, below=0.1, timeout=args.wait_quiet)
         log(f"CPUs {busy_before:.0%} busy before the run")
