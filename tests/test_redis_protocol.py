@@ -16,7 +16,7 @@ from typing import Callable, Dict, List
 import pytest
 from redisclone import CLOSE, KEEP, SHUTDOWN, AOFError, AppendOnlyFile, Database, RedisProtocol, make_reader
 from redisclone.aof import encode_command
-from redisclone.resp import HAVE_HIREDIS
+from redisclone.resp import HAVE_HIREDIS, HiredisReader, PureReader
 from redisclone.store import Keyspace, glob_to_regex, now_ms
 
 Factory = Callable[..., RedisProtocol]
@@ -31,7 +31,7 @@ def connect(request: pytest.FixtureRequest) -> Factory:
     db = Database()
 
     def make(database: Database | None = None) -> RedisProtocol:
-        return RedisProtocol(database or db, make_reader(pure=pure))
+        return RedisProtocol(database or db, PureReader() if pure else HiredisReader(small_packet=0))
 
     return make
 
