@@ -102,6 +102,29 @@ EXCHANGES = [
     (b"set k v px 9223372036854775807\r\n", b"-ERR invalid expire time in 'set' command\r\n"),
     (b"set k v EX 10 KEEPTTL\r\n", b"-ERR syntax error\r\n"),
     (b"set k v PXAT 1\r\nget k\r\n", b"+OK\r\n$-1\r\n"),
+    (
+        b"multi\r\nset a 1\r\nget a\r\nincr a\r\nexec\r\n",
+        b"+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*3\r\n+OK\r\n$1\r\n1\r\n:2\r\n",
+    ),
+    (b"exec\r\ndiscard\r\n", b"-ERR EXEC without MULTI\r\n-ERR DISCARD without MULTI\r\n"),
+    (b"multi\r\nmulti\r\ndiscard\r\n", b"+OK\r\n-ERR MULTI calls can not be nested\r\n+OK\r\n"),
+    (
+        b"multi\r\nget\r\nset a 2\r\nexec\r\nget a\r\n",
+        b"+OK\r\n-ERR wrong number of arguments for 'get' command\r\n+QUEUED\r\n"
+        b"-EXECABORT Transaction discarded because of previous errors.\r\n$-1\r\n",
+    ),
+    (
+        b"multi\r\nnope\r\nexec\r\n",
+        b"+OK\r\n-ERR unknown command 'nope', with args beginning with: \r\n"
+        b"-EXECABORT Transaction discarded because of previous errors.\r\n",
+    ),
+    (
+        b"multi\r\nset s x\r\nincr s\r\nexec\r\n",
+        b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n-ERR value is not an integer or out of range\r\n",
+    ),
+    (b"multi\r\nexec\r\n", b"+OK\r\n*0\r\n"),
+    (b"multi\r\nselect 0\r\nexec\r\n", b"+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n"),
+    (b"multi\r\nwatch a\r\nexec\r\n", b"+OK\r\n-ERR WATCH inside MULTI is not allowed\r\n*0\r\n"),
     (b"command count x\r\n", b"-ERR wrong number of arguments for 'command|count' command\r\n"),
     (b"command nope\r\n", b"-ERR unknown subcommand 'nope'. Try COMMAND HELP.\r\n"),
     (b"config nope\r\n", b"-ERR unknown subcommand 'nope'. Try CONFIG HELP.\r\n"),
@@ -290,6 +313,16 @@ def test_quit_answers_then_closes_and_runs_nothing_after(connect: Factory) -> No
     assert c.feed(b"set a 1\r\nquit\r\nset a 2\r\n") == b"+OK\r\n+OK\r\n"
     assert c.verdict == CLOSE
     assert connect().feed(b"get a\r\n") == b"$1\r\n1\r\n"
+
+
+def test_a_transaction_runs_nothing_until_exec(connect: Factory) -> None:
+    c, other = connect(), connect()
+    assert c.feed(b"multi\r\nset t 1\r\nhello 3\r\n") == b"+OK\r\n+QUEUED\r\n+QUEUED\r\n"
+    assert other.feed(b"get t\r\n") == b"$-1\r\n"
+    assert c.feed(b"exec\r\nget nokey\r\n").endswith(b"*0\r\n_\r\n")  # HELLO 3 ran inside it
+    assert c.feed(b"multi\r\nset t 2\r\nquit\r\n") == b"+OK\r\n+QUEUED\r\n+OK\r\n"
+    assert c.verdict == CLOSE
+    assert other.feed(b"get t\r\n") == b"$1\r\n1\r\n"
 
 
 def test_shutdown_answers_nothing(connect: Factory) -> None:

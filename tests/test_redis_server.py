@@ -190,6 +190,12 @@ def test_every_command_through_redis_py(r: redis.Redis) -> None:
     assert r.set("x", 1) and r.flushall() and r.dbsize() == 0
 
 
+def test_transactions_through_redis_py(r: redis.Redis) -> None:
+    with r.pipeline() as pipe:  # MULTI/EXEC: redis-py's default pipeline
+        pipe.set("tx", 1).incr("tx").get("tx")
+        assert pipe.execute() == [True, 2, b"2"]
+
+
 def test_errors_through_redis_py(r: redis.Redis) -> None:
     r.set("text", "abc")
     with pytest.raises(redis.ResponseError, match="value is not an integer or out of range"):

@@ -197,7 +197,13 @@ _SPECS: Dict[str, Tuple[int, Tuple[str, ...], int, int, int]] = {
     "shutdown": (-1, ("admin", "noscript", "loading", "stale"), 0, 0, 0),
     "client": (-2, ("noscript", "loading", "stale"), 0, 0, 0),
     "hello": (-1, ("noscript", "loading", "stale", "fast"), 0, 0, 0),
+    "multi": (1, ("noscript", "loading", "stale", "fast", "allow_busy"), 0, 0, 0),
+    "exec": (1, ("noscript", "loading", "stale", "skip_slowlog"), 0, 0, 0),
+    "discard": (1, ("noscript", "loading", "stale", "fast", "allow_busy"), 0, 0, 0),
 }
+
+#: Each command's arity as Redis states it: n exactly, or -n for at least n (the name counts).
+ARITY = {name: spec[0] for name, spec in _SPECS.items()}
 
 
 class Commands:

@@ -10,9 +10,10 @@ costs one parse call, one join and one send.
 
 from __future__ import annotations
 
-from typing import List, Union
+import functools
+from typing import Callable, Dict, List, Tuple, Union
 
-from .commands import REDIS_VERSION, SYNTAX, Database, bulk, error, integer, text, wrong_arity
+from .commands import ARITY, REDIS_VERSION, SYNTAX, Commands, Database, bulk, error, integer, text, wrong_arity
 from .resp import Command, HiredisReader, Input, PureReader, make_reader, parse_int
 
 KEEP, CLOSE, SHUTDOWN = 0, 1, 2
@@ -27,13 +28,32 @@ class RedisProtocol:
     of the connection's RESP version.
     """
 
-    __slots__ = ("_aof", "_db", "_reader", "_table", "id", "lib_name", "lib_ver", "name", "resp", "verdict")
+    __slots__ = (
+        "_aborted",
+        "_aof",
+        "_commands",
+        "_db",
+        "_queued",
+        "_reader",
+        "_table",
+        "id",
+        "lib_name",
+        "lib_ver",
+        "name",
+        "resp",
+        "verdict",
+    )
 
     def __init__(self, db: Database, reader: Union[PureReader, HiredisReader] | None = None) -> None:
         self._db = db
         self._aof = db.aof
         self._reader = reader if reader is not None else make_reader()
-        self._table = db.resp2.table
+        self._commands: Commands = db.resp2
+        #: Where commands are looked up: the commands' table, or an empty one inside MULTI.
+        self._table = self._commands.table
+        #: The commands of an open MULTI, or None.
+        self._queued: List[Tuple[Callable[[Command], bytes], Command]] | None = None
+        self._aborted = False
         self.resp = 2
         self.verdict = KEEP
         self.name = b""
@@ -65,7 +85,7 @@ class RedisProtocol:
             append(self._other(cmd))
             if self.verdict != KEEP:
                 break
-            table = self._table  # HELLO may have switched the RESP version
+            table = self._table  # HELLO or MULTI may have switched it
         else:
             if reader.error is not None:
                 append(b"-ERR Protocol error: " + reader.error + b"\r\n")
@@ -79,6 +99,8 @@ class RedisProtocol:
     def _other(self, cmd: Command) -> bytes:
         """A command not found as spelt: the connection's own, or in another letter case, or unknown."""
         name = cmd[0].upper()
+        if self._queued is not None:
+            return self._queue(name, cmd)
         own = _CONNECTION_COMMANDS.get(name)
         if own is not None:
             return own(self, cmd)
@@ -138,7 +160,9 @@ class RedisProtocol:
             self.name = name
         self.resp = version
         commands = self._db.resp3 if version == 3 else self._db.resp2
-        self._table = commands.table
+        self._commands = commands
+        if self._queued is None:
+            self._table = commands.table
         return commands.map(
             [
                 (bulk(b"server"), bulk(b"redis")),
@@ -150,6 +174,60 @@ class RedisProtocol:
                 (bulk(b"modules"), b"*0\r\n"),
             ]
         )
+
+    # ---- transactions -----------------------------------------------------------
+
+    def _multi(self, cmd: Command) -> bytes:
+        if len(cmd) != 1:
+            return wrong_arity("multi")
+        self._queued = []
+        self._aborted = False
+        self._table = _NOTHING  # every command now comes to _other, which queues it
+        return OK
+
+    def _queue(self, name: bytes, cmd: Command) -> bytes:
+        """Inside MULTI: queue `cmd`, or run the transaction, or drop it."""
+        queued = self._queued
+        assert queued is not None
+        if name == b"EXEC":
+            return self._exec_queued(cmd)
+        if name == b"DISCARD":
+            self._end_transaction()
+            return OK
+        if name == b"MULTI":
+            return b"-ERR MULTI calls can not be nested\r\n"
+        if name == b"WATCH":
+            return b"-ERR WATCH inside MULTI is not allowed\r\n"
+        if name == b"QUIT":
+            self._end_transaction()
+            return self._quit(cmd)
+        own = _CONNECTION_COMMANDS.get(name)
+        handler = functools.partial(own, self) if own is not None else self._commands.table.get(name.lower())
+        if handler is None:
+            self._aborted = True
+            return unknown_command(cmd)
+        lower = name.lower().decode("latin-1")
+        arity = ARITY[lower]
+        if (arity >= 0 and len(cmd) != arity) or len(cmd) < -arity:
+            self._aborted = True
+            return wrong_arity(lower)
+        queued.append((handler, cmd))
+        return b"+QUEUED\r\n"
+
+    def _exec_queued(self, cmd: Command) -> bytes:
+        queued, aborted = self._queued, self._aborted
+        self._end_transaction()
+        if len(cmd) != 1:
+            return wrong_arity("exec")
+        if aborted or queued is None:
+            return b"-EXECABORT Transaction discarded because of previous errors.\r\n"
+        replies = [handler(args) for handler, args in queued]
+        return b"*%d\r\n" % len(replies) + b"".join(replies)
+
+    def _end_transaction(self) -> None:
+        self._queued = None
+        self._aborted = False
+        self._table = self._commands.table
 
     def _client(self, cmd: Command) -> bytes:
         if len(cmd) < 2:
@@ -207,7 +285,12 @@ def _valid_name(name: bytes) -> bool:
     return all(33 <= c <= 126 for c in name)
 
 
+_NOTHING: Dict[bytes, Callable[[Command], bytes]] = {}
+
 _CONNECTION_COMMANDS = {
+    b"MULTI": RedisProtocol._multi,
+    b"EXEC": lambda self, cmd: b"-ERR EXEC without MULTI\r\n",
+    b"DISCARD": lambda self, cmd: b"-ERR DISCARD without MULTI\r\n",
     b"QUIT": RedisProtocol._quit,
     b"SHUTDOWN": RedisProtocol._shutdown,
     b"SELECT": RedisProtocol._select,
