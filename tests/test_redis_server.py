@@ -192,7 +192,9 @@ def test_every_command_through_redis_py(r: redis.Redis) -> None:
 
 def test_transactions_through_redis_py(r: redis.Redis) -> None:
     with r.pipeline() as pipe:  # MULTI/EXEC: redis-py's default pipeline
-        pipe.set("tx", 1).incr("tx").get("tx")
+        pipe.set("tx", 1)
+        pipe.incr("tx")
+        pipe.get("tx")
         assert pipe.execute() == [True, 2, b"2"]
 
 
