@@ -231,3 +231,14 @@ def test_the_hiredis_reader_judges_as_the_pure_one(junk: bytes, cut: int) -> Non
     assert feed_all(fast, pieces) == feed_all(pure, pieces)
     assert fast.error == pure.error
     assert fast.pending == pure.pending
+
+
+@pytest.mark.skipif(not HAVE_HIREDIS, reason="hiredis is not installed")
+def test_hiredis_takes_over_again_after_a_command_cut_between_packets() -> None:
+    command = [b"SET", b"key", b"value"]
+    stream = encode_command(command) * 20_000  # 540 KB: packets end inside commands
+    reader = HiredisReader()
+    out = feed_all(reader, [stream[i : i + 65536] for i in range(0, len(stream), 65536)])
+    assert out == [command] * 20_000
+    # The pure reader finished the command cut at the last packet's start, nothing more.
+    assert reader._pure.stopped < len(encode_command(command))

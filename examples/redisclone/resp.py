@@ -124,7 +124,7 @@ def split_inline(line: bytes) -> Command | None:
 class PureReader:
     """A RESP request reader in pure Python: the fast path on PyPy."""
 
-    __slots__ = ("_args", "_chunks", "_done", "_have", "_left", "_need", "_scan", "_tail", "error")
+    __slots__ = ("_args", "_chunks", "_done", "_have", "_left", "_need", "_scan", "_tail", "error", "stopped")
 
     def __init__(self) -> None:
         #: The arguments of the array being read, or None between commands.
@@ -145,6 +145,8 @@ class PureReader:
         self._scan = 0
         #: The protocol error, once there was one.
         self.error: bytes | None = None
+        #: After `feed(data, until_idle=True)`: the offset in `data` where parsing stopped.
+        self.stopped = 0
 
     @property
     def busy(self) -> bool:
@@ -156,14 +158,20 @@ class PureReader:
         """Bytes received that belong to no complete command yet."""
         return self._have + self._done
 
-    def feed(self, data: Input) -> List[Command]:
-        """Take `data` and return the commands it completes, in order."""
+    def feed(self, data: Input, until_idle: bool = False) -> List[Command]:
+        """Take `data` and return the commands it completes, in order.
+
+        With `until_idle`, stop at the first command boundary after the
+        unfinished command: `stopped` tells where, and the rest of `data` is
+        left to the caller.
+        """
+        self.stopped = len(data)
         if self.error is not None or not data:
             return []
         if type(data) is not bytes:
             data = bytes(data)
         if not self._have:
-            return self._parse(data)
+            return self._parse(data, 0, until_idle)
         if self._need:
             self._chunks.append(data)
             self._have += len(data)
@@ -175,7 +183,7 @@ class PureReader:
             if buf.find(b"\n", self._scan) < 0:
                 return self._wait_line(buf)
         self._chunks = []
-        return self._parse(buf)
+        return self._parse(buf, len(buf) - len(data), until_idle)
 
     def _wait_line(self, buf: bytes) -> List[Command]:
         """Keep `buf`, which holds no line end, unless it is already longer than Redis allows."""
@@ -201,7 +209,8 @@ class PureReader:
         self._have = self._need = self._left = self._done = 0
         return out
 
-    def _parse(self, buf: bytes) -> List[Command]:
+    def _parse(self, buf: bytes, fed_at: int, until_idle: bool) -> List[Command]:
+        """Parse `buf`, whose bytes from `fed_at` on are the new packet."""
         out: List[Command] = []
         small = _SMALL
         find = buf.find
@@ -237,6 +246,8 @@ class PureReader:
                         if 34 not in run and 39 not in run:  # no quotes: whitespace splits it
                             out += [argv for argv in map(bytes.split, run.split(b"\n")[:-1]) if argv]
                             pos = stop
+                            if until_idle:
+                                break
                             continue
                     nl = find(b"\n", pos)
                     if nl < 0:
@@ -247,6 +258,8 @@ class PureReader:
                     pos = nl + 1
                     if argv:
                         out.append(argv)
+                    if until_idle:
+                        break
                     continue
             while left:
                 if pos >= end:
@@ -274,9 +287,16 @@ class PureReader:
                 break
             out.append(args)
             args = None
+            if until_idle:
+                break
         self._args = args
         self._left = left
         self._done = pos - begun if args is not None else 0
+        if until_idle and args is None and pos >= fed_at:
+            self.stopped = pos - fed_at
+            self._tail = b""
+            self._have = self._need = 0
+            return out
         if pos >= end:
             self._tail = b""
             self._have = self._need = 0
@@ -358,13 +378,14 @@ class HiredisReader:
         pure = self._pure
         if type(data) is not bytes:
             data = bytes(data)
-        if (
-            len(data) < self._small
-            or pure.busy
-            or pure.error is not None
-            or data[:1] != b"*"
-            or _huge_array(data) is not None
-        ):
+        if pure.busy:
+            # Finish the command begun in an earlier packet; then the rest is hiredis's again.
+            finished = pure.feed(data, until_idle=True)
+            rest = pure.stopped
+            if rest < len(data) and pure.pending == 0 and pure.error is None:
+                finished.extend(self.feed(data[rest:]))
+            return finished
+        if len(data) < self._small or pure.error is not None or data[:1] != b"*" or _huge_array(data) is not None:
             return pure.feed(data)
         reader = self._reader
         reader.feed(data)
