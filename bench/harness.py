@@ -332,6 +332,12 @@ class ClientRun:
     stdout: str
     stderr: str
     seconds: float
+    cpu_seconds: float  # the load generator's own CPU time (user + system)
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_client(argv: Sequence[str], *, cpus: Sequence[int] = (), timeout: float = 300.0) -> ClientRun:
@@ -340,7 +346,7 @@ def run_client(argv: Sequence[str], *, cpus: Sequence[int] = (), timeout: float 
     It runs in its own process group, killed whatever happens (Ctrl-C included).
     """
     pin = ["taskset", "-c", _cpu_list(cpus)] if cpus else []
-    started = time.monotonic()
+    started, children_before = time.monotonic(), _children_cpu_seconds()
     proc = subprocess.Popen(
         pin + list(argv),
         stdin=subprocess.DEVNULL,
@@ -354,8 +360,8 @@ def run_client(argv: Sequence[str], *, cpus: Sequence[int] = (), timeout: float 
         raise BenchError(f"{argv[0]} did not finish within {timeout:.0f} s: {' '.join(argv)}") from None
     finally:
         _stop_group(proc, grace=1.0)
-    seconds = time.monotonic() - started
-    run = ClientRun(out.decode(errors="replace"), err.decode(errors="replace"), seconds)
+    seconds, cpu = time.monotonic() - started, _children_cpu_seconds() - children_before
+    run = ClientRun(out.decode(errors="replace"), err.decode(errors="replace"), seconds, cpu)
     if proc.returncode != 0:
         raise BenchError(f"{' '.join(argv)} exited with status {proc.returncode}\n{run.stderr[-2000:]}")
     return run

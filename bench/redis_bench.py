@@ -24,7 +24,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,9 +259,16 @@ class Sample:
     requests: int
     wall_seconds: float
     # On the server's CPU, while it ran: time spent on anything but the server (other processes,
-    # interrupts, the network stack's softirqs), and time the hypervisor took away. Zero when not pinned.
+    # interrupts, the network stack's softirqs), and time the hypervisor took away; and on the load
+    # generator's CPU, time spent on anything but the load generator. Zero when not pinned.
     other_seconds: float = 0.0
     steal_seconds: float = 0.0
+    client_other_seconds: float = 0.0
+
+    @property
+    def disturbance(self) -> float:
+        """The larger share of the run's time that other work took on the server's or the client's CPU."""
+        return max(self.other_seconds, self.client_other_seconds) / self.wall_seconds
 
     @property
     def cpu_us_per_request(self) -> float:
@@ -278,10 +284,14 @@ def measure(server: ServerProcess, load: Load, test: str, pinning: Pinning, requ
     """Run one redis-benchmark test against `server`, reading the server's CPU time before and after."""
     server.check_alive()
     n = load.requests if requests is None else requests
-    cpus = pinning.server_cpus
-    before, cpus_before = server.cpu_seconds(), cpu_times(cpus)
-    run = run_client(load.argv(server.port, test, n), cpus=pinning.client_cpus, timeout=120 + n / 2000)
-    after, on_cpus = server.cpu_seconds(), cpu_times(cpus) - cpus_before
+    cpus, client_cpus = pinning.server_cpus, pinning.client_cpus
+    before, cpus_before, client_before = server.cpu_seconds(), cpu_times(cpus), cpu_times(client_cpus)
+    run = run_client(load.argv(server.port, test, n), cpus=client_cpus, timeout=120 + n / 2000)
+    after, on_cpus, on_client = (
+        server.cpu_seconds(),
+        cpu_times(cpus) - cpus_before,
+        cpu_times(client_cpus) - client_before,
+    )
     server.check_alive()
     rps = parse_benchmark_output(run.stdout).get(test)
     if rps is None:
@@ -290,7 +300,8 @@ def measure(server: ServerProcess, load: Load, test: str, pinning: Pinning, requ
             f"stdout: {run.stdout[-500:]!r}\nstderr: {run.stderr[-500:]!r}"
         )
     other = max(0.0, on_cpus.busy - (after - before)) if cpus else 0.0
-    return Sample(rps, after - before, n, run.seconds, other, on_cpus.steal)
+    client_other = max(0.0, on_client.busy - run.cpu_seconds) if client_cpus else 0.0
+    return Sample(rps, after - before, n, run.seconds, other, on_cpus.steal, client_other)
 
 
 def measure_idle_memory(contender: Contender, pinning: Pinning, idle: int) -> dict[str, int]:
@@ -346,6 +357,7 @@ def summarize(
                     "server_busy": median([s.server_busy for s in runs]),
                     "other_on_server_cpu": median([s.other_seconds / s.wall_seconds for s in runs]),
                     "steal_on_server_cpu": median([s.steal_seconds / s.wall_seconds for s in runs]),
+                    "other_on_client_cpu": median([s.client_other_seconds / s.wall_seconds for s in runs]),
                 }
             loads_out[load.key] = tests_out
         mem = memory[c.key]
@@ -440,7 +452,8 @@ def render_markdown(report: dict[str, Any], contenders: Sequence[Contender], loa
     out += [
         f"The machine was shared: its CPUs were {meta['cpus_busy_before']:.0%} busy just before the run; "
         f"{meta['runs_measured_again']} runs were measured again because other work took more than "
-        f"{meta['max_other']:.0%} of the server's CPU during them (see the notes under each table).",
+        f"{meta['max_other']:.0%} of the server's or redis-benchmark's CPU during them (see the notes under each "
+        "table).",
         "",
     ]
     if meta["quick"]:
@@ -526,10 +539,11 @@ def render_markdown(report: dict[str, Any], contenders: Sequence[Contender], loa
         every = [summary[c.key]["loads"][load.key][t] for c in contenders for t in TESTS]
         other = median([f["other_on_server_cpu"] for f in every])
         steal = median([f["steal_on_server_cpu"] for f in every])
+        client_other = median([f["other_on_client_cpu"] for f in every])
         out += [
             f"Server CPU busy during these runs (median over tests; near 100%: the server was the bottleneck): {busy}. "
-            f"On the server's CPU, other work (processes, interrupts, softirqs) took {other:.0%} of the time and the "
-            f"hypervisor {steal:.0%} (medians).",
+            f"Other work (processes, interrupts, softirqs) took {other:.0%} of the server's CPU and {client_other:.0%} "
+            f"of redis-benchmark's; the hypervisor took {steal:.0%} of the server's (medians).",
             "",
         ]
 
@@ -699,14 +713,14 @@ def run(args: argparse.Namespace) -> int:
                     for c in order_r:
                         s = measure(servers[c.key], load, test, pinning)
                         for _ in range(args.retries):
-                            if s.other_seconds <= args.max_other * s.wall_seconds:
+                            if s.disturbance <= args.max_other:
                                 break
                             log(
-                                f"  {c.key} {test}: other work took {s.other_seconds / s.wall_seconds:.0%} of the "
-                                "server's CPU: measuring again"
+                                f"  {c.key} {test}: other work took {s.disturbance:.0%} of a CPU we use: "
+                                "waiting for quiet, then measuring again"
                             )
                             retried += 1
-                            time.sleep(1.0)
+                            wait_until_quiet(every_cpu, below=0.1, timeout=args.wait_quiet / 5)
                             s = measure(servers[c.key], load, test, pinning)
                         samples[c.key][load.key][test].append(s)
                         line.append(f"{c.key} {_k(s.rps)}/s {s.cpu_us_per_request:.2f}µs")
@@ -802,9 +816,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--max-other",
         type=float,
-        default=0.25,
+        default=0.2,
         help="measure a run again (up to --retries times) when other work took more than this share of the "
-        "server's CPU during it (default 0.25)",
+        "server's or redis-benchmark's CPU during it (default 0.2)",
     )
     parser.add_argument("--retries", type=int, default=2, help="how often to measure a disturbed run again (default 2)")
     parser.add_argument("--out", help="directory for redis.json, redis.md, redis.png (default docs/bench)")
