@@ -242,3 +242,11 @@ def test_hiredis_takes_over_again_after_a_command_cut_between_packets() -> None:
     assert out == [command] * 20_000
     # The pure reader finished the command cut at the last packet's start, nothing more.
     assert reader._pure.stopped < len(encode_command(command))
+
+
+def test_encoded_size_is_the_canonical_length() -> None:
+    from redisclone.resp import _encoded_size
+
+    commands = [[b"SET", b"k" * 70_000, b"v"], [b"GET", b"x" * 9], [b"a" * 10], [b"MSET", *([b"y" * 99] * 12)]]
+    assert _encoded_size(commands) == sum(len(encode_command(c)) for c in commands)
+    assert _encoded_size(commands[1:]) == sum(len(encode_command(c)) for c in commands[1:])
