@@ -41,7 +41,7 @@ MAX_ARGS = 2**31 - 1
 
 # Lengths and counts parse by one dict look-up: faster than int() and strict by construction
 # (no sign, no spaces, no leading zeros), as Redis's string2ll is.
-_SMALL = {b"%d" % i: i for i in range(1 << 14)}
+_SMALL = {b"%d" % i: i for i in range(1 << 12)}
 
 
 def parse_int(s: bytes) -> int | None:
