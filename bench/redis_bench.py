@@ -444,7 +444,8 @@ def render_markdown(report: dict[str, Any], contenders: Sequence[Contender], loa
         "",
         f"Run on {meta['date']} on {m['cpu_model']} ({m['cpus']} CPUs"
         f"{', ' + m['virtualized'] if m['virtualized'] else ''}, {m['memory_mib']:,} MiB), {m['kernel']}, {m['os']}. "
-        f"{meta['rounds']} rounds, interleaved (every test against every server in turn, in a rotated order); "
+        f"{meta['rounds']} round{'s' if meta['rounds'] != 1 else ''}, interleaved "
+        "(every test against every server in turn, in a rotated order); "
         "figures are medians over rounds; a ratio is the median over rounds of the server's figure divided by "
         "redis-server's in the same round. "
         f"Pinning: {meta['pinning']}. Load generator: {meta['redis_benchmark']}, on loopback.",
@@ -454,7 +455,7 @@ def render_markdown(report: dict[str, Any], contenders: Sequence[Contender], loa
         f"The machine was shared: its CPUs were {meta['cpus_busy_before']:.0%} busy just before the run; "
         f"{meta['runs_measured_again']} runs were measured again because other work took more than "
         f"{meta['max_other']:.0%} of the server's or redis-benchmark's CPU during them, and "
-        f"{meta['runs_still_disturbed']} were still disturbed after {meta['retries'] + 1} tries "
+        f"{meta['runs_still_disturbed']} of the runs kept were disturbed all the same "
         "(see the notes under each table).",
         "",
     ]
