@@ -1,0 +1,245 @@
+"""Static files under a root folder: safe path resolution, conditional and range
+requests, folder indexes, and large files streamed a chunk at a time.
+
+Safety: a request path is percent-decoded once, then split into segments; a
+`..` segment is refused outright (403) rather than normalised, and a NUL byte
+makes the path unknown (404). The joined path is then resolved with
+`realpath` and must still lie under the root's real path, so a symlink that
+points outside the root is not followed (404). Only regular files are
+opened (a FIFO or device would block the loop), with `O_NOFOLLOW` so a
+symlink swapped in after the check is not followed either.
+
+Files are read on the loop's thread. That is fast for files in the page
+cache; a cold disk stalls every connection for the duration of one read.
+"""
+
+from __future__ import annotations
+
+import html
+import mimetypes
+import os
+import stat
+from email.utils import parsedate_to_datetime
+from typing import Tuple, Union
+from urllib.parse import quote, unquote_to_bytes
+
+from .parser import Request
+from .responses import build, connection_field, http_date, status_line
+
+#: A file up to this size is sent whole; a larger one is streamed in pieces of this size.
+CHUNK = 256 * 1024
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_TEXT = b"Content-Type: text/plain; charset=utf-8\r\n"
+_HTML = b"Content-Type: text/html; charset=utf-8\r\n"
+_ALLOW = b"Allow: GET, HEAD\r\n"
+_COMPRESSED_TYPES = {"gzip": "application/gzip", "bzip2": "application/x-bzip2", "xz": "application/x-xz"}
+
+
+class FileStream:
+    """The part of a file still to be sent as a response body.
+
+    Owns an open descriptor until `close`; `read` returns the next piece, or
+    `b""` when the file ended early (it shrank while being sent).
+    """
+
+    __slots__ = ("_fd", "offset", "remaining")
+
+    def __init__(self, fd: int, offset: int, remaining: int) -> None:
+        self._fd = fd
+        self.offset = offset
+        self.remaining = remaining
+
+    def read(self, size: int = CHUNK) -> bytes:
+        data = os.pread(self._fd, min(size, self.remaining), self.offset)
+        self.offset += len(data)
+        self.remaining -= len(data)
+        return data
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+#: A response: its bytes, or the first bytes and the stream that follows them.
+Response = Union[bytes, Tuple[bytes, FileStream]]
+
+
+class StaticFiles:
+    """Serves GET and HEAD for the files under `root`."""
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.realpath(root)
+        if not os.path.isdir(self.root):
+            raise NotADirectoryError(f"static root {root!r} is not a folder")
+        self._prefix = self.root if self.root.endswith(os.sep) else self.root + os.sep
+
+    def respond(self, req: Request, date: bytes) -> Response:
+        """The response to `req`, whose target is a path under the root."""
+        if req.method != b"GET" and req.method != b"HEAD":
+            return _plain(405, req, date, _ALLOW)
+        target = req.target
+        if target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
+            # Absolute form (RFC 9112 3.2.2): the path starts after the authority.
+            slash = target.find(b"/", target.find(b"//") + 2)
+            target = target[slash:] if slash >= 0 else b"/"
+        path, _, query = target.partition(b"?")
+        if not path.startswith(b"/"):
+            return _plain(400, req, date, body=b"400 Bad Request: the target must be a path starting with /\n")
+        raw = unquote_to_bytes(path)
+        if b"\0" in raw:
+            return _plain(404, req, date)
+        segments = [s for s in os.fsdecode(raw).split("/") if s and s != "."]
+        if ".." in segments:
+            return _plain(403, req, date)
+        real = os.path.realpath(os.path.join(self.root, *segments))
+        if real != self.root and not real.startswith(self._prefix):
+            return _plain(404, req, date)  # a symlink leads outside the root
+        try:
+            st = os.stat(real)
+        except (FileNotFoundError, NotADirectoryError):
+            return _plain(404, req, date)
+        except PermissionError:
+            return _plain(403, req, date)
+        except OSError:
+            return _plain(404, req, date)
+        if stat.S_ISDIR(st.st_mode):
+            if not path.endswith(b"/"):
+                location = path + b"/" + (b"?" + query if query else b"")
+                return _plain(301, req, date, b"Location: %s\r\n" % location)
+            index = os.path.join(real, "index.html")
+            if os.path.isfile(index) and os.path.realpath(index).startswith(self._prefix):
+                return self._file(req, date, os.path.realpath(index))
+            return self._listing(req, date, real, os.fsdecode(raw))
+        if not stat.S_ISREG(st.st_mode):
+            return _plain(404, req, date)
+        return self._file(req, date, real)
+
+    def _file(self, req: Request, date: bytes, real: str) -> Response:
+        try:
+            fd = os.open(real, _OPEN_FLAGS)
+        except PermissionError:
+            return _plain(403, req, date)
+        except OSError:
+            return _plain(404, req, date)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return _plain(404, req, date)
+            size = st.st_size
+            modified = http_date(st.st_mtime)
+            ctype = _content_type(real)
+            fields = b"Content-Type: %s\r\nLast-Modified: %s\r\nAccept-Ranges: bytes\r\n" % (ctype, modified)
+            if _not_modified(req, st.st_mtime):
+                return b"%sServer: evio\r\nDate: %s\r\nLast-Modified: %s\r\n%s\r\n" % (
+                    status_line(304),
+                    date,
+                    modified,
+                    connection_field(req),
+                )
+            status, offset, length = 200, 0, size
+            spec = req.header(b"range")
+            if spec is not None and req.header(b"if-range") in (None, modified):
+                wanted = _byte_range(spec, size)
+                if wanted is _UNSATISFIABLE:
+                    return _plain(416, req, date, b"Content-Range: bytes */%d\r\n" % size)
+                if wanted is not None:
+                    status, (offset, length) = 206, wanted
+                    fields += b"Content-Range: bytes %d-%d/%d\r\n" % (offset, offset + length - 1, size)
+            conn = connection_field(req)
+            if req.method == b"HEAD":
+                return build(status, date, fields, b"", conn, length=length)
+            body = os.pread(fd, min(length, CHUNK), offset)
+            if len(body) == length:
+                return build(status, date, fields, body, conn)
+            if len(body) < min(length, CHUNK):
+                # The file shrank since fstat: better an error than a short body.
+                req.keep_alive = False
+                return _plain(500, req, date, body=b"500 Internal Server Error: the file changed while read\n")
+            stream = FileStream(fd, offset + len(body), length - len(body))
+            fd = -1  # the stream owns it now
+            return build(status, date, fields, b"", conn, length=length) + body, stream
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    def _listing(self, req: Request, date: bytes, real: str, shown: str) -> Response:
+        try:
+            entries = sorted((e.name + "/" if e.is_dir() else e.name) for e in os.scandir(real))
+        except PermissionError:
+            return _plain(403, req, date)
+        except OSError:
+            return _plain(404, req, date)
+        title = html.escape(_printable(shown))
+        items = [] if real == self.root else ['<li><a href="../">../</a></li>']
+        for name in entries:
+            href = html.escape(quote(name, errors="surrogateescape"))
+            items.append(f'<li><a href="{href}">{html.escape(_printable(name))}</a></li>')
+        page = (
+            f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>Index of {title}</title></head>\n'
+            f"<body><h1>Index of {title}</h1>\n<ul>\n" + "\n".join(items) + "\n</ul></body></html>\n"
+        ).encode("utf-8")
+        if req.method == b"HEAD":
+            return build(200, date, _HTML, b"", connection_field(req), length=len(page))
+        return build(200, date, _HTML, page, connection_field(req))
+
+
+def _printable(name: str) -> str:
+    """`name` for display: bytes that are not UTF-8 become U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _plain(status: int, req: Request, date: bytes, fields: bytes = b"", body: bytes | None = None) -> bytes:
+    """A short text response; HEAD gets the same fields and no body."""
+    if body is None:
+        body = status_line(status)[9:]  # "404 Not Found\r\n"
+    if req.method == b"HEAD":
+        return build(status, date, fields + _TEXT, b"", connection_field(req), length=len(body))
+    return build(status, date, fields + _TEXT, body, connection_field(req))
+
+
+def _content_type(path: str) -> bytes:
+    ctype, encoding = mimetypes.guess_type(path)
+    if encoding is not None:
+        ctype = _COMPRESSED_TYPES.get(encoding, "application/octet-stream")
+    return (ctype or "application/octet-stream").encode("latin-1")
+
+
+def _not_modified(req: Request, mtime: float) -> bool:
+    value = req.header(b"if-modified-since")
+    if value is None:
+        return False
+    try:
+        since = parsedate_to_datetime(value.decode("latin-1")).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return False  # an invalid date is ignored (RFC 9110 13.1.3)
+    return int(mtime) <= since
+
+
+_UNSATISFIABLE = (-1, -1)
+
+
+def _byte_range(spec: bytes, size: int) -> tuple[int, int] | None:
+    """`(offset, length)` of the one range in a `Range` value, `None` to ignore
+    it (malformed, another unit, or several ranges), or `_UNSATISFIABLE`.
+    """
+    unit, _, ranges = spec.partition(b"=")
+    if unit.strip().lower() != b"bytes" or b"," in ranges:
+        return None
+    first, dash, last = ranges.strip().partition(b"-")
+    if not dash or not (first.isdigit() or (not first and last.isdigit())) or (last and not last.isdigit()):
+        return None
+    if not first:
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            return _UNSATISFIABLE
+        start = max(0, size - suffix)
+        return start, size - start
+    start = int(first)
+    if last and int(last) < start:
+        return None  # invalid, so ignored (RFC 9110 14.1.1)
+    if start >= size:
+        return _UNSATISFIABLE
+    end = min(int(last), size - 1) if last else size - 1
+    return start, end - start + 1

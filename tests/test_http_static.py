@@ -1,0 +1,220 @@
+"""Static files through `HTTPConnection`: types, dates, ranges, indexes, and
+paths that try to leave the root.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+from pathlib import Path
+
+import pytest
+from minihttp import App, HTTPConnection
+from test_http_protocol import Reply, one_reply
+
+SECRET = b"top secret, outside the root"
+TEXT = b"0123456789abcdefghij"
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """A root folder next to a folder and a file holding a secret."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (tmp_path / "secret.txt").write_bytes(SECRET)
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "secret.txt").write_bytes(SECRET)
+    (root / "text.txt").write_bytes(TEXT)
+    (root / "sub").mkdir()
+    (root / "sub" / "inner.json").write_bytes(b"{}")
+    return root
+
+
+def get(root: Path, target: str | bytes, *fields: str, method: str = "GET") -> Reply:
+    raw = target.encode() if isinstance(target, str) else target
+    head = b"%s %s HTTP/1.1\r\nHost: h\r\n" % (method.encode(), raw)
+    head += b"".join(f.encode() + b"\r\n" for f in fields)
+    return one_reply(HTTPConnection(App(str(root))).receive(head + b"\r\n"), method)
+
+
+@pytest.mark.parametrize(
+    ("name", "ctype"),
+    [
+        ("a.txt", "text/plain"),
+        ("a.html", "text/html"),
+        ("a.json", "application/json"),
+        ("a.png", "image/png"),
+        ("a.tar.gz", "application/gzip"),
+        ("no-extension", "application/octet-stream"),
+    ],
+)
+def test_content_type_from_mimetypes(root: Path, name: str, ctype: str) -> None:
+    (root / name).write_bytes(b"x")
+    r = get(root, "/" + name)
+    assert (r.status, r.headers["content-type"], r.body) == (200, ctype, b"x")
+
+
+def test_a_file_and_its_headers(root: Path) -> None:
+    r = get(root, "/text.txt")
+    assert (r.status, r.body) == (200, TEXT)
+    mtime = os.stat(root / "text.txt").st_mtime
+    assert r.headers["last-modified"] == email.utils.formatdate(mtime, usegmt=True)
+    assert r.headers["accept-ranges"] == "bytes"
+    assert r.headers["content-length"] == str(len(TEXT))
+    head = get(root, "/text.txt", method="HEAD")
+    assert (head.status, head.body, head.headers) == (200, b"", {**r.headers, "date": head.headers["date"]})
+
+
+def test_if_modified_since(root: Path) -> None:
+    modified = get(root, "/text.txt").headers["last-modified"]
+    r = get(root, "/text.txt", f"If-Modified-Since: {modified}")
+    assert (r.status, r.body, r.headers["last-modified"]) == (304, b"", modified)
+    assert "content-length" not in r.headers
+    assert get(root, "/text.txt", "If-Modified-Since: Sat, 01 Jan 2000 00:00:00 GMT").status == 200
+    assert get(root, "/text.txt", "If-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT").status == 304
+    assert get(root, "/text.txt", "If-Modified-Since: yesterday").status == 200
+
+
+@pytest.mark.parametrize(
+    ("spec", "status", "body", "content_range"),
+    [
+        ("bytes=0-4", 206, TEXT[0:5], "bytes 0-4/20"),
+        ("bytes=5-", 206, TEXT[5:], "bytes 5-19/20"),
+        ("bytes=-3", 206, TEXT[-3:], "bytes 17-19/20"),
+        ("bytes=-100", 206, TEXT, "bytes 0-19/20"),
+        ("bytes=10-1000", 206, TEXT[10:], "bytes 10-19/20"),
+        ("bytes=19-19", 206, TEXT[19:], "bytes 19-19/20"),
+        ("BYTES = 1-2", 206, TEXT[1:3], "bytes 1-2/20"),
+        ("bytes=20-", 416, None, "bytes */20"),
+        ("bytes=-0", 416, None, "bytes */20"),
+        ("bytes=0-1,5-6", 200, TEXT, None),  # several ranges: ignored, the whole file
+        ("bytes=5-1", 200, TEXT, None),  # invalid: ignored
+        ("bytes=x-1", 200, TEXT, None),
+        ("lines=1-2", 200, TEXT, None),
+    ],
+)
+def test_single_range(root: Path, spec: str, status: int, body: bytes | None, content_range: str | None) -> None:
+    r = get(root, "/text.txt", f"Range: {spec}")
+    assert r.status == status
+    assert r.headers.get("content-range") == content_range
+    if body is not None:
+        assert r.body == body
+        assert r.headers["content-length"] == str(len(body))
+
+
+def test_if_range(root: Path) -> None:
+    modified = get(root, "/text.txt").headers["last-modified"]
+    assert get(root, "/text.txt", "Range: bytes=0-0", f"If-Range: {modified}").status == 206
+    assert get(root, "/text.txt", "Range: bytes=0-0", 'If-Range: "some-etag"').status == 200
+
+
+def test_range_of_a_large_file_is_streamed(root: Path) -> None:
+    data = os.urandom(600_000)
+    (root / "big.bin").write_bytes(data)
+    http = HTTPConnection(App(str(root)))
+    out = http.receive(b"GET /big.bin HTTP/1.1\r\nHost: h\r\nRange: bytes=1000-\r\n\r\n")
+    while http.streaming:
+        assert http.wants_more(0)
+        out += http.resume()
+    r = one_reply(out)
+    assert (r.status, r.headers["content-range"], r.body == data[1000:]) == (206, "bytes 1000-599999/600000", True)
+
+
+def test_folder_index_lists_files_escaped_and_linked(root: Path) -> None:
+    (root / "<b>&.txt").write_bytes(b"")
+    (root / "a b.txt").write_bytes(b"")
+    r = get(root, "/")
+    assert (r.status, r.headers["content-type"]) == (200, "text/html; charset=utf-8")
+    page = r.body.decode()
+    assert '<a href="%3Cb%3E%26.txt">&lt;b&gt;&amp;.txt</a>' in page
+    assert '<a href="a%20b.txt">a b.txt</a>' in page
+    assert '<a href="sub/">sub/</a>' in page
+    assert page.index("a%20b.txt") < page.index("sub/") < page.index("text.txt")
+    assert "../" not in page
+    sub = get(root, "/sub/").body.decode()
+    assert '<a href="../">../</a>' in sub and '<a href="inner.json">inner.json</a>' in sub
+    assert get(root, "/a%20b.txt").status == 200
+    head = get(root, "/", method="HEAD")
+    assert (head.body, head.headers["content-length"]) == (b"", str(len(r.body)))
+
+
+def test_file_names_that_are_not_utf8(root: Path) -> None:
+    with open(os.path.join(os.fsencode(root), b"caf\xe9.txt"), "wb") as f:
+        f.write(b"latin-1 name")
+    page = get(root, "/").body.decode()
+    assert '<a href="caf%E9.txt">caf\ufffd.txt</a>' in page
+    assert get(root, "/caf%E9.txt").body == b"latin-1 name"
+
+
+def test_folder_index_html_is_served(root: Path) -> None:
+    (root / "sub" / "index.html").write_bytes(b"<p>index</p>")
+    r = get(root, "/sub/")
+    assert (r.status, r.headers["content-type"], r.body) == (200, "text/html", b"<p>index</p>")
+
+
+def test_folder_without_slash_redirects(root: Path) -> None:
+    r = get(root, "/sub?x=1")
+    assert (r.status, r.headers["location"]) == (301, "/sub/?x=1")
+
+
+def test_missing_and_bad_targets(root: Path) -> None:
+    assert get(root, "/nothing-here").status == 404
+    assert get(root, "/text.txt/more").status == 404
+    assert get(root, "text.txt").status == 400
+    assert get(root, "*", method="OPTIONS").status == 405
+    assert get(root, "/text.txt?query=ignored").body == TEXT
+    assert get(root, "http://example.com/text.txt").body == TEXT
+    assert get(root, "HTTP://example.com").status == 200  # the root's index
+
+
+ESCAPES = [
+    "/../secret.txt",
+    "/sub/../../secret.txt",
+    "/%2e%2e/secret.txt",
+    "/%2E%2E/secret.txt",
+    "/.%2e/secret.txt",
+    "/%2e%2e%2fsecret.txt",
+    "/..%2fsecret.txt",
+    "/sub%2f..%2f..%2fsecret.txt",
+    "/%252e%252e/secret.txt",
+    "/../secret/secret.txt",
+    "/..",
+    "/../",
+    "/%2e%2e",
+    "//../secret.txt",
+    "/..\\secret.txt",
+    "/text.txt%00.html",
+    "/%00",
+    "/sub/%00/../../secret.txt",
+    "http://h/../secret.txt",
+    "http://h/%2e%2e/secret.txt",
+    "/link-dir/secret.txt",
+    "/link-file.txt",
+    "/link-abs.txt",
+    "/link-dir/",
+]
+
+
+@pytest.mark.parametrize("target", ESCAPES)
+def test_paths_escaping_the_root_are_refused(root: Path, target: str) -> None:
+    os.symlink("../secret", root / "link-dir")
+    os.symlink("../secret.txt", root / "link-file.txt")
+    os.symlink(str(root.parent / "secret.txt"), root / "link-abs.txt")
+    r = get(root, target)
+    assert r.status in (403, 404), f"{target} answered {r.status}"
+    assert SECRET not in r.body
+    assert b"secret.txt" not in r.body
+
+
+def test_symlinks_inside_the_root_are_followed(root: Path) -> None:
+    os.symlink("text.txt", root / "alias.txt")
+    os.symlink("sub", root / "alias-dir")
+    assert get(root, "/alias.txt").body == TEXT
+    assert get(root, "/alias-dir/inner.json").body == b"{}"
+
+
+def test_the_root_itself_may_be_a_symlink(root: Path) -> None:
+    link = root.parent / "root-link"
+    os.symlink(root, link)
+    assert get(link, "/text.txt").body == TEXT
+    assert get(link, "/../secret.txt").status == 403
