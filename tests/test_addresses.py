@@ -253,3 +253,9 @@ def test_unix_file_replaced_by_someone_else_is_not_removed(start_server: Start, 
     path.write_bytes(b"another program's file")
     st.stop()
     assert path.read_bytes() == b"another program's file"
+
+
+def test_unix_path_too_long_is_a_value_error(tmp_path: Path) -> None:
+    path = "/tmp/" + "x" * 200 + ".sock"
+    with pytest.raises(ValueError, match="at most"):
+        evio.serve(Echo(), f"unix://{path}")

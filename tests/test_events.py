@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import socket
 import threading
@@ -69,7 +70,7 @@ def test_opened_conn_attributes_and_welcome(start_server: Start, backend: str) -
         id_a, conn_a = ev.next("opened")
         id_b, conn_b = ev.next("opened")
         assert id_a != id_b
-        assert conn_a.remote_addr == a.getsockname() or conn_b.remote_addr == a.getsockname()
+        assert {conn_a.remote_addr, conn_b.remote_addr} == {a.getsockname(), b.getsockname()}
         assert conn_a.local_addr == st.addr() and conn_a.addr_index == 0
         a.sendall(b"x")
         assert a.recv(1) == b"x"
@@ -382,3 +383,135 @@ def test_input_stream_keeps_the_tail() -> None:
     assert s.begin(bytearray(b" HTTP")) == b"/a HTTP"
     s.end(b"")
     assert s.begin(b"x") == b"x"
+
+
+def test_close_with_unread_input_still_delivers_everything(start_server: Start, backend: str) -> None:
+    """Input the server never read must not turn the close into a reset that eats the reply."""
+    reply = os.urandom(8 << 20)
+
+    class Quit(Recorder):
+        def data(self, conn: evio.Conn, data: Data) -> DataResult:
+            return reply, evio.Action.CLOSE
+
+    ev = Quit()
+    st = start_server(ev, local(backend))
+    for _ in range(5):
+        with st.connect() as c:
+            c.sendall(b"quit\r\n")
+            time.sleep(0.01)
+            c.sendall(b"more after quit\r\n" * 100)
+            assert recv_until_closed(c) == reply  # a reset would raise ConnectionResetError here
+        ev.next("opened")
+        assert ev.next("closed")[1] is None
+
+
+def test_shutdown_makes_one_write_attempt_of_pending_output(start_server: Start, backend: str) -> None:
+    blob = os.urandom(32 << 20)
+
+    class Stop(TestEvents):
+        def data(self, conn: evio.Conn, data: Data) -> DataResult:
+            return blob, evio.Action.SHUTDOWN
+
+    st = start_server(Stop(), local(backend))
+    with st.connect() as c:
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+        c.sendall(b"x")
+        st.join()  # serve returns without waiting for a reader
+        got = recv_until_closed(c)
+    assert 0 < len(got) < len(blob)
+    assert got == blob[: len(got)]
+
+
+@pytest.mark.parametrize("where", ["serving", "opened", "closed"])
+def test_shutdown_from_other_events(backend: str, where: str) -> None:
+    class Stop(TestEvents):
+        def serving(self, server: evio.Server) -> evio.Action | None:
+            super().serving(server)
+            return evio.Action.SHUTDOWN if where == "serving" else None
+
+        def opened(self, conn: evio.Conn) -> OpenedResult:
+            return (b"hi", evio.Action.SHUTDOWN) if where == "opened" else b"hi"
+
+        def closed(self, conn: evio.Conn, err: BaseException | None) -> evio.Action | None:
+            return evio.Action.SHUTDOWN if where == "closed" else None
+
+        def tick(self) -> evio.events.TickResult:
+            return None  # no other way to stop
+
+    st = ServerThread(Stop(), local(backend)).start()
+    if where != "serving":
+        with st.connect() as c:
+            assert recv_exactly(c, 2) == b"hi"
+            if where == "closed":
+                c.close()
+            else:
+                assert recv_until_closed(c) == b""
+    st.join()
+    assert st.error is None
+
+
+def test_detach_from_opened_with_output_larger_than_the_socket_takes(start_server: Start, backend: str) -> None:
+    greeting = os.urandom(8 << 20)
+    handed: queue.Queue[socket.socket] = queue.Queue()
+
+    class Handoff(TestEvents):
+        def opened(self, conn: evio.Conn) -> OpenedResult:
+            return greeting, evio.Action.DETACH
+
+        def detached(self, conn: evio.Conn, sock: socket.socket) -> evio.Action | None:
+            handed.put(sock)
+            return None
+
+    st = start_server(Handoff(), local(backend))
+    with st.connect() as c:
+        assert recv_exactly(c, len(greeting)) == greeting
+        with handed.get(timeout=WAIT) as sock:
+            sock.sendall(b"after")
+            assert recv_exactly(c, 5) == b"after"
+
+
+def test_wake_while_output_is_pending_keeps_the_order(start_server: Start, backend: str) -> None:
+    first = os.urandom(8 << 20)
+
+    class Queue(TestEvents):
+        def data(self, conn: evio.Conn, data: Data) -> DataResult:
+            if data is None:
+                return b"<after>"
+            assert conn.wake()
+            return first
+
+    st = start_server(Queue(), local(backend))
+    with st.connect() as c:
+        c.sendall(b"go")
+        assert recv_exactly(c, len(first) + 7) == first + b"<after>"
+
+
+def test_two_dimensional_memoryview_is_sent_whole(start_server: Start, backend: str) -> None:
+    flat = os.urandom(8 << 20)
+
+    class Matrix(TestEvents):
+        def data(self, conn: evio.Conn, data: Data) -> DataResult:
+            return memoryview(flat).cast("B", (1024, len(flat) // 1024))
+
+    st = start_server(Matrix(), local(backend))
+    with st.connect() as c:
+        c.sendall(b"x")
+        assert recv_exactly(c, len(flat)) == flat
+
+
+@pytest.mark.parametrize("delay", [1e9, float("inf")])
+def test_a_very_long_tick_delay_is_fine(backend: str, delay: float) -> None:
+    class Sleepy(TestEvents):
+        def tick(self) -> evio.events.TickResult:
+            return delay
+
+        def data(self, conn: evio.Conn, data: Data) -> DataResult:
+            return b"bye", evio.Action.SHUTDOWN
+
+    st = ServerThread(Sleepy(), local(backend)).start()
+    time.sleep(0.1)
+    with st.connect() as c:
+        c.sendall(b"x")
+        assert recv_until_closed(c) == b"bye"
+    st.join()
+    assert st.error is None

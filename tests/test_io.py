@@ -163,7 +163,7 @@ def test_reset_while_output_is_pending(start_server: Start, backend: str) -> Non
 def test_closing_connection_whose_peer_reads_nothing_is_dropped(
     start_server: Start, backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(evio.loop, "CLOSE_TIMEOUT", 0.5)
+    monkeypatch.setattr(evio.loop, "CLOSE_TIMEOUT", 1.0)
 
     class Goodbye(Echo):
         def data(self, conn: evio.Conn, data: Data) -> DataResult:
@@ -176,7 +176,7 @@ def test_closing_connection_whose_peer_reads_nothing_is_dropped(
         began = time.monotonic()
         err = ev.closed_with.get(timeout=WAIT)
         assert isinstance(err, TimeoutError)
-        assert time.monotonic() - began >= 0.4
+        assert 0.9 <= time.monotonic() - began < 1.6
 
 
 def test_closing_connection_that_reads_slowly_is_not_dropped(
@@ -221,7 +221,6 @@ def test_no_descriptor_leaks_after_a_run(backend: str, tmp_path: Any) -> None:
     for c in clients[10:]:
         c.close()
     assert open_fds() == before
-    assert threading.active_count() >= 1
     assert not os.path.exists(f"{tmp_path}/fd.sock")
 
 
@@ -239,7 +238,7 @@ _EMFILE_SERVER = textwrap.dedent(
     import resource, sys, evio
     class Echo(evio.Events):
         def serving(self, server):
-            print(server.addrs[0][1], flush=True)
+            print(server.addrs[0][1], server.addrs[1][1], flush=True)
         def data(self, conn, data):
             if data == b"shutdown":
                 return b"bye", evio.Action.SHUTDOWN
@@ -247,7 +246,7 @@ _EMFILE_SERVER = textwrap.dedent(
     import os
     used = len(os.listdir("/proc/self/fd"))
     resource.setrlimit(resource.RLIMIT_NOFILE, (used + 8, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-    evio.serve(Echo(), sys.argv[1])
+    evio.serve(Echo(), *sys.argv[1:])
     """
 )
 
@@ -255,7 +254,7 @@ _EMFILE_SERVER = textwrap.dedent(
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_out_of_descriptors_pauses_accepting_without_spinning(backend: str) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-c", _EMFILE_SERVER, local(backend)],
+        [sys.executable, "-c", _EMFILE_SERVER, local(backend), local(backend)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -263,13 +262,14 @@ def test_out_of_descriptors_pauses_accepting_without_spinning(backend: str) -> N
     clients: list[socket.socket] = []
     try:
         assert proc.stdout is not None
-        port = int(proc.stdout.readline())
+        port, port2 = (int(p) for p in proc.stdout.readline().split())
         first = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
         clients.append(first)
         first.sendall(b"a")
         assert first.recv(1) == b"a"
-        for _ in range(20):  # far more than the server has descriptors for
+        for _ in range(20):  # far more than the server has descriptors for, on both listeners
             clients.append(socket.create_connection(("127.0.0.1", port), timeout=WAIT))
+            clients.append(socket.create_connection(("127.0.0.1", port2), timeout=WAIT))
         time.sleep(0.3)
         cpu_before = cpu_seconds(proc.pid)
         time.sleep(1.0)

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Callable, Dict, List
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from redisclone import CLOSE, KEEP, SHUTDOWN, AOFError, AppendOnlyFile, Database, RedisProtocol, make_reader
 from redisclone.aof import encode_command
 from redisclone.resp import HAVE_HIREDIS, HiredisReader, PureReader
@@ -454,3 +456,62 @@ def test_config_reports_the_aof(tmp_path: Path) -> None:
     assert replies[b"appendfilename"].endswith(b"$5\r\na.aof\r\n")
     assert db.aof is not None
     db.aof.close()
+
+
+_PIPELINE_COMMANDS = st.sampled_from(
+    [
+        [b"GET", b"a"],
+        [b"GET", b"b"],
+        [b"get", b"a"],
+        [b"GET"],
+        [b"SET", b"a", b"1"],
+        [b"SET", b"b", b"x" * 2000],
+        [b"set", b"a", b"2"],
+        [b"SET", b"a", b"3", b"PX", b"100000"],
+        [b"SET", b"a"],
+        [b"PING"],
+        [b"PING", b"hi"],
+        [b"ping"],
+        [b"INCR", b"n"],
+    ]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    commands=st.lists(_PIPELINE_COMMANDS, min_size=1, max_size=6).flatmap(
+        lambda cmds: st.lists(st.sampled_from(cmds), min_size=1, max_size=40)
+    ),
+    preset=st.booleans(),
+)
+def test_a_pipeline_answers_as_its_commands_one_by_one(commands: List[List[bytes]], preset: bool) -> None:
+    # Runs of one command take the batch path; one command per packet never does.
+    replies = []
+    keyspaces = []
+    for packets in ([b"".join(encode_command(c) for c in commands)], [encode_command(c) for c in commands]):
+        db = Database()
+        conn = RedisProtocol(db, make_reader(pure=True))
+        if preset:
+            conn.feed(b"set a 0\r\nset b 0\r\n")
+        replies.append(b"".join(conn.feed(p) for p in packets))
+        keyspaces.append((dict(db.keyspace.data), set(db.keyspace.expires)))
+    assert replies[0] == replies[1]
+    assert keyspaces[0] == keyspaces[1]
+
+
+def test_a_batch_of_sets_is_logged_to_the_aof(tmp_path: Path) -> None:
+    db = _aof_db(tmp_path / "a.aof")
+    conn = RedisProtocol(db, make_reader(pure=True))
+    assert conn.feed(encode_command([b"SET", b"k", b"v"]) * 3 + encode_command([b"SET", b"j", b"w"])) == b"+OK\r\n" * 4
+    assert db.aof is not None
+    db.aof.close()
+    assert (tmp_path / "a.aof").read_bytes() == encode_command([b"SET", b"k", b"v"]) * 3 + encode_command(
+        [b"SET", b"j", b"w"]
+    )
+
+
+def test_a_batch_of_gets_sees_expiry(connect: Factory) -> None:
+    c = connect()
+    c.feed(b"set a 1 px 1\r\nset b 2\r\n")
+    time.sleep(0.01)
+    assert c.feed(encode_command([b"GET", b"a"]) + encode_command([b"GET", b"b"])) == b"$-1\r\n$1\r\n2\r\n"

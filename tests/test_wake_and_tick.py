@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import socket
 import threading
 import time
 from typing import Callable, Union
@@ -27,6 +28,7 @@ class Wakeable(TestEvents):
         super().__init__()
         self.conns: queue.Queue[evio.Conn] = queue.Queue()
         self.woken: dict[int, int] = {}
+        self.last_woken: dict[int, float] = {}
 
     def opened(self, conn: evio.Conn) -> OpenedResult:
         self.woken[conn.id] = 0
@@ -36,8 +38,32 @@ class Wakeable(TestEvents):
     def data(self, conn: evio.Conn, data: Data) -> DataResult:
         if data is None:
             self.woken[conn.id] += 1
+            self.last_woken[conn.id] = time.monotonic()
             return b"w"
         return data
+
+
+def wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.005)
+
+
+def drain(c: socket.socket, quiet: float = 0.3) -> bytes:
+    """Read until nothing arrives for `quiet` seconds."""
+    got = b""
+    c.settimeout(quiet)
+    try:
+        while True:
+            chunk = c.recv(1 << 16)
+            if not chunk:
+                break
+            got += chunk
+    except socket.timeout:
+        pass
+    c.settimeout(WAIT)
+    return got
 
 
 def test_wakes_from_eight_threads(start_server: Start, backend: str) -> None:
@@ -47,6 +73,7 @@ def test_wakes_from_eight_threads(start_server: Start, backend: str) -> None:
     conns = [ev.conns.get(timeout=WAIT) for _ in range(8)]
     per_thread = 500
     results: list[list[bool]] = [[] for _ in range(8)]
+    returned_at: list[dict[int, float]] = [{} for _ in range(8)]
     go = threading.Barrier(8)
 
     def hammer(i: int) -> None:
@@ -54,6 +81,7 @@ def test_wakes_from_eight_threads(start_server: Start, backend: str) -> None:
         for n in range(per_thread):
             target = conns[(i + n) % 8]
             results[i].append(target.wake() if n % 2 else st.server.wake(target.id))
+            returned_at[i][target.id] = time.monotonic()
 
     threads = [threading.Thread(target=hammer, args=(i,)) for i in range(8)]
     for t in threads:
@@ -61,16 +89,18 @@ def test_wakes_from_eight_threads(start_server: Start, backend: str) -> None:
     for t in threads:
         t.join(WAIT)
     assert all(all(r) for r in results), "every wake of an open connection returns True"
-    # Every wake is delivered at least once after it returned; wakes may coalesce.
-    for c, conn in zip(clients, conns):
-        assert recv_exactly(c, 1) == b"w"
-        assert ev.woken[conn.id] >= 1
-    # Wake each once more, now that the earlier burst is over: each must fire again.
+    # Every wake is followed by a data(conn, None) that began after it returned; wakes may coalesce.
+    last_return = {conn.id: max(r.get(conn.id, 0.0) for r in returned_at) for conn in conns}
+    wait_for(lambda: all(ev.last_woken.get(id, 0.0) >= t for id, t in last_return.items()))
+    for c in clients:
+        assert drain(c).count(b"w") >= 1
+    # Once the burst is over, one more wake each fires exactly one more data(conn, None).
+    before = dict(ev.woken)
     for conn in conns:
         assert conn.wake()
-    for c in clients:
-        c.settimeout(WAIT)
-        assert c.recv(1 << 16).endswith(b"w")
+    for c, conn in zip(clients, conns):
+        assert recv_exactly(c, 1) == b"w"
+        assert ev.woken[conn.id] == before[conn.id] + 1
         c.close()
 
 

@@ -6,6 +6,7 @@ import errno
 import os
 import socket
 import stat
+import sys
 from dataclasses import dataclass
 from typing import Any, Tuple
 
@@ -14,6 +15,8 @@ from .conn import SockAddr
 SCHEMES = ("tcp", "tcp4", "tcp6", "unix")
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no")
+# sun_path holds 108 bytes on Linux and 104 on BSD and macOS, with the final NUL.
+_UNIX_PATH_MAX = 107 if sys.platform.startswith("linux") else 103
 # The kernel caps the backlog at its own limit (net.core.somaxconn on Linux).
 _BACKLOG = 4096
 
@@ -69,6 +72,8 @@ def parse(text: str) -> Address:
             raise _bad(text, "a unix address needs a path")
         if "\0" in rest:
             raise _bad(text, "a unix path cannot hold a NUL byte")
+        if len(os.fsencode(rest)) > _UNIX_PATH_MAX:
+            raise _bad(text, f"a unix socket path is at most {_UNIX_PATH_MAX} bytes long")
         if reuseport:
             raise _bad(text, "reuseport applies to TCP addresses only")
         return Address(text, scheme, portable, path=rest)
@@ -120,7 +125,7 @@ def _split_host_port(text: str, rest: str) -> Tuple[str, int]:
 class Listener:
     """A bound, listening, non-blocking socket and what is needed to clean it up."""
 
-    __slots__ = ("_unix_ident", "address", "fd", "index", "is_unix", "name", "sock")
+    __slots__ = ("_unix_ident", "address", "fd", "index", "is_unix", "name", "name_is_local", "sock")
 
     def __init__(self, address: Address, index: int) -> None:
         self.address = address
@@ -130,12 +135,18 @@ class Listener:
         try:
             self.sock = _bind_unix(address) if address.is_unix else _bind_tcp(address)
         except OSError as err:
-            raise type(err)(err.errno, f"cannot listen on {address.text!r}: {err.strerror or err}") from err
+            raise _named(err, address) from err
         self.fd = self.sock.fileno()
-        if address.is_unix:
-            st = os.stat(address.path)
-            self._unix_ident = (st.st_dev, st.st_ino)
-        self.name: SockAddr = self.sock.getsockname()
+        try:
+            if address.is_unix:
+                st = os.stat(address.path)
+                self._unix_ident = (st.st_dev, st.st_ino)
+            self.name: SockAddr = self.sock.getsockname()
+        except OSError as err:
+            self.close()
+            raise _named(err, address) from err
+        # An accepted socket's own address is the listener's unless it listens on every interface.
+        self.name_is_local = self.is_unix or self.name[0] not in ("0.0.0.0", "::")
 
     def close(self) -> None:
         """Close the socket; remove its unix socket file if it is still the one bound here."""
@@ -150,6 +161,12 @@ class Listener:
                 os.unlink(path)
         except OSError:
             pass
+
+
+def _named(err: OSError, address: Address) -> OSError:
+    """`err` again, its message naming the address at fault."""
+    message = f"cannot listen on {address.text!r}: {err.strerror or err}"
+    return type(err)(err.errno, message) if err.errno is not None else type(err)(message)
 
 
 def _bind_tcp(address: Address) -> socket.socket:

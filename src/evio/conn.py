@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Tuple, Union
 
 if TYPE_CHECKING:
@@ -23,15 +24,18 @@ class Conn:
 
     __slots__ = (
         "_deadline",
+        "_delivered",
         "_fd",
         "_out",
+        "_outlen",
         "_recv_into",
         "_reuse",
         "_send",
+        "_since",
         "_sock",
         "_state",
-        "_unsent",
         "_wake",
+        "_written",
         "addr_index",
         "context",
         "id",
@@ -59,13 +63,17 @@ class Conn:
         # attribute look-up on the socket per event.
         self._recv_into = sock.recv_into
         self._send = sock.send
-        #: Output the socket did not take yet; `None` when there is none.
-        self._out: bytearray | None = None
+        #: Output the socket did not take yet, in chunks; `None` when there is none.
+        self._out: deque[memoryview] | None = None
+        self._outlen = 0
         #: OPEN, CLOSING (flush then close), DETACHING (flush then detach) or GONE.
         self._state = 0
-        #: When a closing connection whose peer reads nothing is dropped.
+        #: While closing: when to look at the peer's progress next, and when it last made some.
         self._deadline = 0.0
-        self._unsent: int | None = None
+        self._since = 0.0
+        #: While closing: bytes handed to the kernel since, and how many of them the peer had taken.
+        self._written = 0
+        self._delivered: int | None = None
         self._reuse = False
         self._wake = wake
 

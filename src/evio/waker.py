@@ -25,7 +25,7 @@ class Waker:
             os.set_blocking(self.fd, False)
             os.set_blocking(self._wfd, False)
         self._lock = threading.Lock()
-        self._pending: list[int] = []
+        self._pending: dict[int, None] = {}  # ordered, and a hot id is queued once
         # At most one byte (or count) is in flight: wakes coalesce until the loop drains.
         self._signaled = False
         self._closed = False
@@ -35,16 +35,16 @@ class Waker:
         with self._lock:
             if self._closed:
                 return False
-            self._pending.append(id)
+            self._pending[id] = None
             if not self._signaled:
-                self._signaled = True
                 os.write(self._wfd, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                self._signaled = True
         return True
 
     def take(self) -> list[int]:
         """Drain the descriptor and return the queued ids, oldest first."""
         with self._lock:
-            ids, self._pending = self._pending, []
+            ids, self._pending = list(self._pending), {}
             if self._signaled and not self._closed:
                 self._signaled = False
                 try:
