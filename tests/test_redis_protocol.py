@@ -485,7 +485,6 @@ _PIPELINE_COMMANDS = st.sampled_from(
     preset=st.booleans(),
 )
 def test_a_pipeline_answers_as_its_commands_one_by_one(commands: List[List[bytes]], preset: bool) -> None:
-    # Runs of one command take the batch path; one command per packet never does.
     replies = []
     keyspaces = []
     for packets in ([b"".join(encode_command(c) for c in commands)], [encode_command(c) for c in commands]):
@@ -499,7 +498,7 @@ def test_a_pipeline_answers_as_its_commands_one_by_one(commands: List[List[bytes
     assert keyspaces[0] == keyspaces[1]
 
 
-def test_a_batch_of_sets_is_logged_to_the_aof(tmp_path: Path) -> None:
+def test_a_pipeline_of_sets_is_logged_to_the_aof(tmp_path: Path) -> None:
     db = _aof_db(tmp_path / "a.aof")
     conn = RedisProtocol(db, make_reader(pure=True))
     assert conn.feed(encode_command([b"SET", b"k", b"v"]) * 3 + encode_command([b"SET", b"j", b"w"])) == b"+OK\r\n" * 4
@@ -510,7 +509,7 @@ def test_a_batch_of_sets_is_logged_to_the_aof(tmp_path: Path) -> None:
     )
 
 
-def test_a_batch_of_gets_sees_expiry(connect: Factory) -> None:
+def test_a_pipeline_of_gets_sees_expiry(connect: Factory) -> None:
     c = connect()
     c.feed(b"set a 1 px 1\r\nset b 2\r\n")
     time.sleep(0.01)
