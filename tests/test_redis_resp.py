@@ -213,7 +213,7 @@ def test_parse_int_is_as_strict_as_string2ll() -> None:
 
 _PIECES = [b"*1\r\n", b"*2\r\n", b"$1\r\n", b"$3\r\n", b"a\r\n", b"abc\r\n", b"+OK\r\n", b":1\r\n", b"=5\r\n"]
 _PIECES += [b"(1\r\n", b">1\r\n", b"_\r\n", b"*-1\r\n", b"*0\r\n", b"$-1\r\n", b"%1\r\n"]
-_PIECES += [b"PING\r\n", b"*1\r\n$4\r\nPING\r\n"]
+_PIECES += [b"PING\r\n", b"*1\r\n$4\r\nPING\r\n", b"~1\r\n", b"|1\r\n", b",1.5\r\n", b"#t\r\n", b"!3\r\nERR\r\n"]
 
 
 @pytest.mark.skipif(not HAVE_HIREDIS, reason="hiredis is not installed")
@@ -250,3 +250,24 @@ def test_encoded_size_is_the_canonical_length() -> None:
     commands = [[b"SET", b"k" * 70_000, b"v"], [b"GET", b"x" * 9], [b"a" * 10], [b"MSET", *([b"y" * 99] * 12)]]
     assert _encoded_size(commands) == sum(len(encode_command(c)) for c in commands)
     assert _encoded_size(commands[1:]) == sum(len(encode_command(c)) for c in commands[1:])
+
+
+@pytest.mark.skipif(not HAVE_HIREDIS, reason="hiredis is not installed")
+@pytest.mark.parametrize(
+    "stream",
+    [
+        b"*1\r\n$1\r\na\r\n~1\r\n$3\r\nabc\r\n",  # a RESP3 set: a list to hiredis, inline text to Redis
+        b"*1\r\n$1\r\na\r\n|1\r\n$1\r\na\r\n$1\r\nb\r\n*1\r\n$4\r\nPING\r\n",  # an attribute
+        b"*1\r\n$1\r\na\r\n%1\r\n$1\r\na\r\n$1\r\nb\r\n",  # a map: a dict to hiredis
+        b"*1\r\n$1\r\na\r\n>1\r\n$4\r\nPING\r\n",  # a push
+        b"*1\r\n$1\r\na\r\n+PING\r\n",  # a status line
+        b"*2\r\n$1\r\na\r\n=8\r\ntxt:PING\r\n",  # a verbatim string inside an array
+        b"*2\r\n$1\r\na\r\n(12\r\n",  # a big number inside an array
+        b"*1\r\n$1\r\na\r\n:0\r\n:5\r\n_\r\n#t\r\n,1.5\r\n",  # integers, null, boolean, double
+        b"*1\r\n$1\r\na\r\n*0\r\n*-1\r\n*1\r\n$-1\r\n",  # empty and null arrays, a null bulk
+    ],
+)
+def test_what_hiredis_takes_and_redis_refuses(stream: bytes) -> None:
+    pure, fast = PureReader(), HiredisReader(small_packet=0)
+    assert fast.feed(stream) == pure.feed(stream)
+    assert fast.error == pure.error

@@ -406,16 +406,16 @@ class HiredisReader:
         except Exception:  # a protocol error, or a map keyed by a list: the pure reader judges
             out, whole = [], False
         try:
-            # Also looped in C: list.__len__ refuses anything but a list (and an empty
-            # one fails all()); join refuses any argument that is not bytes.
-            valid = all(map(_list_len, out)) and _join(map(_join, out)) is not None
+            # Also looped in C: all() refuses an empty array or a null; join refuses
+            # anything but a list (or a map) of bytes.
+            valid = all(out) and _join(map(_join, out)) is not None
         except TypeError:
             valid = False
-        if valid and (b"+" in data or b"=" in data or b"(" in data or b">" in data):
-            # hiredis takes status, verbatim and big-number elements as bytes too, and a
-            # push as an array; Redis refuses them. The bytes taken tell: only arrays of
-            # bulk strings fill the packet at their canonical size.
-            valid = whole and _encoded_size(out) == len(data) and all(type(c) is list for c in out)
+        if valid and any(map(data.__contains__, _RESP3_MARKS)):
+            # hiredis takes status, verbatim and big-number elements as bytes too, a push,
+            # set or attribute as an array, a map as a dict; Redis refuses them all. The bytes
+            # taken tell: only arrays of bulk strings fill the packet at their canonical size.
+            valid = whole and all(type(c) is list for c in out) and _encoded_size(out) == len(data)
         if whole and valid:
             return out
         self._reader = hiredis.Reader()
@@ -426,8 +426,9 @@ class HiredisReader:
         return out
 
 
-_list_len = list.__len__
 _join = b"".join
+# Type bytes of what hiredis may hand back as bytes or a list, though Redis refuses it.
+_RESP3_MARKS = (b"+", b"=", b"(", b">", b"%", b"~", b"|")
 
 
 def make_reader(pure: bool = False) -> Union[PureReader, HiredisReader]:
