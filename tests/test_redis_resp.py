@@ -271,3 +271,12 @@ def test_what_hiredis_takes_and_redis_refuses(stream: bytes) -> None:
     pure, fast = PureReader(), HiredisReader(small_packet=0)
     assert fast.feed(stream) == pure.feed(stream)
     assert fast.error == pure.error
+
+
+@pytest.mark.skipif(not HAVE_HIREDIS, reason="hiredis is not installed")
+def test_values_that_look_like_resp3_are_still_values() -> None:
+    commands = [[b"SET", b"k+%~|", b"a=b(c)>d"], [b"GET", b"~1\r\n$3\r\nabc"]] * 50
+    stream = b"".join(encode_command(c) for c in commands)
+    reader = HiredisReader(small_packet=0)
+    assert reader.feed(stream) == commands
+    assert reader.error is None and not reader.busy

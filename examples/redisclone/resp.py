@@ -328,6 +328,24 @@ def _encoded_size(commands: List[Command]) -> int:
     return digits + 3 * len(counts) + sum(lens) + 5 * len(lens)
 
 
+def _spelt_as_arrays(commands: List[Command], data: bytes) -> bool:
+    """Whether `data` is exactly `commands` as RESP arrays of bulk strings: each type byte checked."""
+    pos = 0
+    try:
+        for cmd in commands:
+            if data[pos] != 42:  # '*'
+                return False
+            pos += len(str(len(cmd))) + 3
+            for arg in cmd:
+                if data[pos] != 36:  # '$'
+                    return False
+                n = len(arg)
+                pos += len(str(n)) + 5 + n
+    except IndexError:
+        return False
+    return pos == len(data)
+
+
 #: A packet shorter than this holds a command or two: the pure reader beats hiredis's
 #: fixed cost per packet there (measured on CPython 3.11).
 SMALL_PACKET = 96
@@ -413,9 +431,9 @@ class HiredisReader:
             valid = False
         if valid and any(map(data.__contains__, _RESP3_MARKS)):
             # hiredis takes status, verbatim and big-number elements as bytes too, a push,
-            # set or attribute as an array, a map as a dict; Redis refuses them all. The bytes
-            # taken tell: only arrays of bulk strings fill the packet at their canonical size.
-            valid = whole and all(type(c) is list for c in out) and _encoded_size(out) == len(data)
+            # set or attribute as an array, a map as a dict; Redis refuses them all. Then
+            # the packet's type bytes are checked one by one (skipping the data).
+            valid = whole and _spelt_as_arrays(out, data)
         if whole and valid:
             return out
         self._reader = hiredis.Reader()
