@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Callable, List
+from typing import IO, Any, Callable, List, Tuple
 
 import pytest
 import redis
@@ -46,6 +46,8 @@ class ServerProcess:
         self.host = ""
         self.port = 0
         self.unix = ""
+        #: Every TCP address it listens on; `host` and `port` are the first.
+        self.tcp: List[Tuple[str, int]] = []
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], WAIT * 2)
         line = self.proc.stdout.readline().decode() if ready else ""
@@ -57,7 +59,9 @@ class ServerProcess:
                 self.unix = where
             else:
                 host, _, port = where.rpartition(":")
-                self.host, self.port = host.strip("[]"), int(port)
+                self.tcp.append((host.strip("[]"), int(port)))
+        if self.tcp:
+            self.host, self.port = self.tcp[0]
 
     def client(self, **kwargs: Any) -> redis.Redis:
         """A redis-py client, with timeouts."""
@@ -279,6 +283,25 @@ def test_unix_socket(start: Start, tmp_path: Path) -> None:
         assert client.set("u", "1") and client.get("u") == b"1"
     finally:
         client.close()
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback here")
+def test_bind_several_addresses(start: Start) -> None:
+    server = start("--bind", "127.0.0.1 ::1")
+    assert [host for host, _ in server.tcp] == ["127.0.0.1", "::1"]
+    for host, port in server.tcp:
+        with socket.create_connection((host, port), timeout=WAIT) as sock:
+            sock.sendall(b"PING\r\n")
+            assert _read_replies(sock, 1) == [b"+PONG\r\n"]
 
 
 # ---- raw sockets: pipelining, splits, malformed input --------------------------
