@@ -127,6 +127,21 @@ EXCHANGES = [
     (b"multi\r\nexec\r\n", b"+OK\r\n*0\r\n"),
     (b"multi\r\nselect 0\r\nexec\r\n", b"+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n"),
     (b"multi\r\nwatch a\r\nexec\r\n", b"+OK\r\n-ERR WATCH inside MULTI is not allowed\r\n*0\r\n"),
+    (
+        b"setex k 0 v\r\nsetex k x v\r\nsetex k 10 v\r\nttl k\r\npsetex k -1 v\r\nsetnx k v\r\nsetnx n v\r\n",
+        b"-ERR invalid expire time in 'setex' command\r\n-ERR value is not an integer or out of range\r\n+OK\r\n"
+        b":10\r\n-ERR invalid expire time in 'psetex' command\r\n:0\r\n:1\r\n",
+    ),
+    (
+        b"set k v\r\ngetset k w\r\ngetdel nokey\r\nappend k abc\r\nstrlen k\r\nstrlen nokey\r\nunlink k nokey\r\n",
+        b"+OK\r\n$1\r\nv\r\n$-1\r\n:4\r\n:4\r\n:0\r\n:1\r\n",
+    ),
+    (
+        b"setnx\r\nsetex k 1\r\nappend k\r\n",
+        b"-ERR wrong number of arguments for 'setnx' command\r\n-ERR wrong number of arguments for 'setex' command\r\n"
+        b"-ERR wrong number of arguments for 'append' command\r\n",
+    ),
+    (b"set k v\r\ngetdel k\r\nexists k\r\n", b"+OK\r\n$1\r\nv\r\n:0\r\n"),
     (b"command count x\r\n", b"-ERR wrong number of arguments for 'command|count' command\r\n"),
     (b"command nope\r\n", b"-ERR unknown subcommand 'nope'. Try COMMAND HELP.\r\n"),
     (b"config nope\r\n", b"-ERR unknown subcommand 'nope'. Try CONFIG HELP.\r\n"),
@@ -386,14 +401,17 @@ def test_aof_replay_restores_data_and_keeps_deadlines(tmp_path: Path) -> None:
     db = _aof_db(path)
     c = RedisProtocol(db, make_reader(pure=True))
     c.feed(b"set a 1\r\nset b 2 ex 100\r\nincrby n 5\r\nset gone 1 px 1\r\nmset x 1 y 2\r\ndel y\r\n")
+    c.feed(b"setex s 100 v\r\nsetnx t 1\r\ngetset t 2\r\nappend t 3\r\nset u 1\r\ngetdel u\r\nunlink x\r\n")
     assert db.aof is not None
     db.aof.close()
     time.sleep(0.01)
     again = _aof_db(path)
     c2 = RedisProtocol(again, make_reader(pure=True))
-    assert c2.feed(b"mget a b n gone x y\r\n") == b"*6\r\n$1\r\n1\r\n$1\r\n2\r\n$1\r\n5\r\n$-1\r\n$1\r\n1\r\n$-1\r\n"
+    assert c2.feed(b"mget a b n gone x y\r\n") == b"*6\r\n$1\r\n1\r\n$1\r\n2\r\n$1\r\n5\r\n$-1\r\n$-1\r\n$-1\r\n"
     ttl = c2.feed(b"pttl b\r\n")
     assert 90_000 < int(ttl[1:-2]) <= 100_000
+    assert c2.feed(b"mget s t u x\r\n") == b"*4\r\n$1\r\nv\r\n$2\r\n23\r\n$-1\r\n$-1\r\n"
+    assert 90_000 < int(c2.feed(b"pttl s\r\n")[1:-2]) <= 100_000
 
 
 def test_aof_torn_tail_is_cut_and_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -168,7 +168,15 @@ _SPECS: Dict[str, Tuple[int, Tuple[str, ...], int, int, int]] = {
     "echo": (2, ("fast",), 0, 0, 0),
     "get": (2, ("readonly", "fast"), 1, 1, 1),
     "set": (-3, ("write", "denyoom"), 1, 1, 1),
+    "setnx": (3, ("write", "denyoom", "fast"), 1, 1, 1),
+    "setex": (4, ("write", "denyoom"), 1, 1, 1),
+    "psetex": (4, ("write", "denyoom"), 1, 1, 1),
+    "getset": (3, ("write", "denyoom", "fast"), 1, 1, 1),
+    "getdel": (2, ("write", "fast"), 1, 1, 1),
+    "append": (3, ("write", "denyoom", "fast"), 1, 1, 1),
+    "strlen": (2, ("readonly", "fast"), 1, 1, 1),
     "del": (-2, ("write",), 1, -1, 1),
+    "unlink": (-2, ("write", "fast"), 1, -1, 1),
     "exists": (-2, ("readonly", "fast"), 1, -1, 1),
     "incr": (2, ("write", "denyoom", "fast"), 1, 1, 1),
     "decr": (2, ("write", "denyoom", "fast"), 1, 1, 1),
@@ -325,6 +333,72 @@ class Commands:
             return bulk(old) if old is not None else self.null
         return OK
 
+    def cmd_setnx(self, args: Command) -> bytes:
+        if len(args) != 3:
+            return wrong_arity("setnx")
+        if self.keyspace.get(args[1]) is not None:
+            return ZERO
+        self._set_plain(args[1], args[2])
+        return ONE
+
+    def _setex(self, args: Command, name: str, scale: int) -> bytes:
+        if len(args) != 4:
+            return wrong_arity(name)
+        amount = parse_int(args[2])
+        if amount is None:
+            return NOT_INT
+        now = now_ms()
+        if amount <= 0 or amount > (_INT_MAX - now) // scale:
+            return error(f"ERR invalid expire time in '{name}' command")
+        key, when = args[1], now + amount * scale
+        self._data[key] = args[3]
+        self.keyspace.expire_at(key, when)
+        self._log([b"SET", key, args[3], b"PXAT", b"%d" % when])
+        return OK
+
+    def cmd_setex(self, args: Command) -> bytes:
+        return self._setex(args, "setex", 1000)
+
+    def cmd_psetex(self, args: Command) -> bytes:
+        return self._setex(args, "psetex", 1)
+
+    def cmd_getset(self, args: Command) -> bytes:
+        if len(args) != 3:
+            return wrong_arity("getset")
+        old = self.keyspace.get(args[1])
+        self._set_plain(args[1], args[2])
+        return self.null if old is None else bulk(old)
+
+    def cmd_getdel(self, args: Command) -> bytes:
+        if len(args) != 2:
+            return wrong_arity("getdel")
+        old = self.keyspace.get(args[1])
+        if old is None:
+            return self.null
+        self.keyspace.delete(args[1])
+        self._log([b"DEL", args[1]])
+        return bulk(old)
+
+    def cmd_append(self, args: Command) -> bytes:
+        if len(args) != 3:
+            return wrong_arity("append")
+        key = args[1]
+        value = (self.keyspace.get(key) or b"") + args[2]
+        self._data[key] = value  # keeps the key's deadline, as Redis does
+        self._log(args)
+        return integer(len(value))
+
+    def cmd_strlen(self, args: Command) -> bytes:
+        if len(args) != 2:
+            return wrong_arity("strlen")
+        return integer(len(self.keyspace.get(args[1]) or b""))
+
+    def _set_plain(self, key: bytes, value: bytes) -> None:
+        """SET without options: the value, no deadline, logged."""
+        self._data[key] = value
+        self.keyspace.persist(key)
+        self._log([b"SET", key, value])
+
     def _incr(self, args: Command, by: int) -> bytes:
         key = args[1]
         old = self.keyspace.get(key)
@@ -403,6 +477,9 @@ class Commands:
         if deleted:
             self._log(args)
         return integer(deleted)
+
+    def cmd_unlink(self, args: Command) -> bytes:
+        return self.cmd_del(args) if len(args) >= 2 else wrong_arity("unlink")
 
     def cmd_exists(self, args: Command) -> bytes:
         if len(args) < 2:
