@@ -38,11 +38,12 @@ pytest-pypy:
 		echo "pypy3 not found: skipping the PyPy run"; \
 	fi
 
-# The main example server (quick start).
+# The main example server (quick start): the Redis clone on 127.0.0.1:6380.
 serve: $(VENV)/.installed
-	$(VENV)/bin/python examples/echo_server.py
+	$(VENV)/bin/python examples/redis_server.py
 
-echo: serve
+echo: $(VENV)/.installed
+	$(VENV)/bin/python examples/echo_server.py
 
 clean:
 	rm -rf $(VENV) $(PYPY_VENV) .mypy_cache .pytest_cache .ruff_cache
