@@ -47,7 +47,8 @@ class HTTPServer(evio.Events):
         return out
 
     def postwrite(self, conn: evio.Conn, amount: int, remaining: int) -> None:
-        if conn.context.wants_more(remaining):
+        http: HTTPConnection = conn.context
+        if http.streaming and http.wants_more(remaining):
             conn.wake()
 
     def closed(self, conn: evio.Conn, err: BaseException | None) -> None:

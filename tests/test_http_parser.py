@@ -82,6 +82,13 @@ def test_separate_connection_headers_close_wins() -> None:
     assert parse_pieces([data])[0][3] is False
 
 
+def test_connection_close_does_not_hide_the_framing_fields_after_it() -> None:
+    data = b"POST / HTTP/1.1\r\nConnection: close\r\nContent-Length: 3\r\nHost: h\r\n\r\nabc"
+    assert parse_pieces([data]) == [(b"POST", b"/", 1, False, b"abc")]
+    data = b"POST / HTTP/1.1\r\nConnection: close\r\nHost: h\r\nHost: h\r\n\r\n"
+    assert parse_error(data).status == 400
+
+
 def test_http10_needs_no_host() -> None:
     assert parse_pieces([b"GET / HTTP/1.0\r\n\r\n"]) == [(b"GET", b"/", 0, False, b"")]
 

@@ -50,8 +50,9 @@ _CHUNK_LINE = re.compile(
 ).fullmatch
 _DIGITS = re.compile(rb"[0-9]{1,18}").fullmatch
 
-# Header names the parser acts on; the others are only collected.
-_FRAMING = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection", b"expect"))
+# The fields the parser acts on, found in the lower-cased head by one search:
+# once `_REQUEST_HEAD` passed, a field name can only follow a line break.
+_FRAMING_FIELDS = re.compile(rb"\n(host|content-length|transfer-encoding|connection|expect):[ \t]*([^\r]*)").findall
 
 _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _BROKEN = range(7)
 
@@ -74,22 +75,36 @@ class Request:
     """One complete request.
 
     `method` and `target` are the raw bytes of the request line; `minor` is
-    the HTTP/1 minor version (0 or 1; 1.2 and above count as 1). `headers`
-    holds `(lower-cased name, value)` pairs in arrival order. `keep_alive` is
-    the connection's fate by the version and `Connection` rules; `body` is
+    the HTTP/1 minor version (0 or 1; 1.2 and above count as 1). `keep_alive`
+    is the connection's fate by the version and `Connection` rules; `body` is
     the whole body (chunked bodies de-chunked, trailers dropped).
     """
 
-    __slots__ = ("body", "expect_continue", "headers", "keep_alive", "method", "minor", "target")
+    __slots__ = ("_head", "_headers", "body", "expect_continue", "keep_alive", "method", "minor", "target")
 
-    def __init__(self, method: bytes, target: bytes, minor: int, headers: Headers, keep_alive: bool) -> None:
+    def __init__(self, method: bytes, target: bytes, minor: int, head: bytes) -> None:
         self.method = method
         self.target = target
         self.minor = minor
-        self.headers = headers
-        self.keep_alive = keep_alive
+        self.keep_alive = minor == 1
         self.expect_continue = False
         self.body = b""
+        self._head = head
+        self._headers: Headers | None = None
+
+    @property
+    def headers(self) -> Headers:
+        """`(lower-cased name, value)` pairs in arrival order.
+
+        Cut from the head on first use: the hello-world routes never ask.
+        """
+        if self._headers is None:
+            lines = self._head.split(b"\r\n")
+            del lines[0]
+            self._headers = [
+                (name.lower(), value.strip(b" \t")) for name, _, value in (x.partition(b":") for x in lines)
+            ]
+        return self._headers
 
     def header(self, name: bytes) -> bytes | None:
         """The value of the first field called `name` (lower case), or `None`."""
@@ -138,45 +153,40 @@ def parse_head(head: bytes, max_body: int) -> tuple[Request, int]:
         raise _head_error(head)
     method, target, version = m.groups()
     minor = 0 if version == b"0" else 1
-    keep_alive = minor == 1
-    headers: Headers = []
+    req = Request(method, target, minor, head)
     hosts = 0
     length: bytes | None = None
     codings: list[bytes] | None = None
     expect = close = False
-    lines = head.split(b"\r\n")
-    del lines[0]
-    for line in lines:
-        name, _, value = line.partition(b":")
-        name = name.lower()
-        value = value.strip(b" \t")
-        headers.append((name, value))
-        if name in _FRAMING:
-            if name == b"host":
-                hosts += 1
-            elif name == b"connection":
-                tokens = [t.strip() for t in value.lower().split(b",")]
-                if b"close" in tokens:
-                    close = True
-                elif b"keep-alive" in tokens:
-                    keep_alive = True
-            elif name == b"content-length":
-                if _DIGITS(value) is None:
-                    if value.isdigit():
-                        raise ProtocolError(413, f"Content-Length {value.decode('ascii')} is over the limit")
-                    raise ProtocolError(400, f"malformed Content-Length {_excerpt(value)}; expected digits")
-                if length is not None and value != length:
-                    raise ProtocolError(400, "conflicting Content-Length values")
-                length = value
-            elif name == b"transfer-encoding":
-                if codings is None:
-                    codings = []
-                codings.extend(c.strip().lower() for c in value.split(b","))
-            elif value.lower() == b"100-continue":
-                expect = True
+    for name, value in _FRAMING_FIELDS(head.lower()):
+        if name == b"host":
+            hosts += 1
+            continue
+        value = value.rstrip(b" \t")
+        if name == b"connection":
+            tokens = [t.strip() for t in value.split(b",")]
+            if b"close" in tokens:
+                close = True
+            elif b"keep-alive" in tokens:
+                req.keep_alive = True
+        elif name == b"content-length":
+            if _DIGITS(value) is None:
+                if value.isdigit():
+                    raise ProtocolError(413, f"Content-Length {value.decode('ascii')} is over the limit")
+                raise ProtocolError(400, f"malformed Content-Length {_excerpt(value)}; expected digits")
+            if length is not None and value != length:
+                raise ProtocolError(400, "conflicting Content-Length values")
+            length = value
+        elif name == b"transfer-encoding":
+            if codings is None:
+                codings = []
+            codings.extend(c.strip() for c in value.split(b","))
+        elif value == b"100-continue":
+            expect = True
     if hosts != 1 and (hosts or minor == 1):
         raise ProtocolError(400, "more than one Host header" if hosts else "an HTTP/1.1 request needs a Host header")
-    req = Request(method, target, minor, headers, keep_alive and not close)
+    if close:
+        req.keep_alive = False
     if codings is not None:
         if length is not None:
             raise ProtocolError(400, "both Transfer-Encoding and Content-Length; only one may frame the body")

@@ -27,27 +27,25 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 class HTTPConnection:
     """The server side of one HTTP/1.1 connection."""
 
-    __slots__ = ("_close_after_stream", "_parser", "_refill_asked", "_stream", "app", "closing")
+    __slots__ = ("_close_after_stream", "_parser", "_refill_asked", "_stream", "app", "closing", "streaming")
 
     def __init__(self, app: App) -> None:
         self.app = app
         self._parser = RequestParser(app.max_body)
         #: Set once the transport must close after sending what it was given.
         self.closing = False
+        #: Whether a response body is still being streamed: a plain attribute,
+        #: since the transport checks it after every write.
+        self.streaming = False
         self._stream: FileStream | None = None
         self._close_after_stream = False
         self._refill_asked = False
-
-    @property
-    def streaming(self) -> bool:
-        """Whether a response body is still being streamed."""
-        return self._stream is not None
 
     def receive(self, data: bytes) -> bytes:
         """Feed bytes from the client; return what to send, in request order."""
         parser = self._parser
         parser.feed(data)
-        if self._stream is not None:
+        if self.streaming:
             # Requests wait behind the stream; a client piling up more than
             # one request's worth meanwhile is not reading what it asked for.
             if parser.buffered > MAX_HEAD + self.app.max_body:
@@ -61,7 +59,7 @@ class HTTPConnection:
         """Told that the transport holds `buffered` unsent bytes: should it call
         `resume` for the next piece of the stream? True once per piece.
         """
-        if self._stream is None or self._refill_asked or buffered >= LOW_WATER:
+        if not self.streaming or self._refill_asked or buffered >= LOW_WATER:
             return False
         self._refill_asked = True
         return True
@@ -85,6 +83,7 @@ class HTTPConnection:
             return piece
         stream.close()
         self._stream = None
+        self.streaming = False
         if self._close_after_stream:
             self.closing = True
             return piece
@@ -97,6 +96,7 @@ class HTTPConnection:
         if self._stream is not None:
             self._stream.close()
             self._stream = None
+            self.streaming = False
 
     def _answer(self) -> bytes:
         """Answer every complete request buffered, until a stream or a close."""
@@ -119,6 +119,7 @@ class HTTPConnection:
                         break
                 else:
                     first, self._stream = r
+                    self.streaming = True
                     self._close_after_stream = not req.keep_alive
                     out.append(first)
                     break
