@@ -8,7 +8,7 @@ import socket
 import stat
 import sys
 from dataclasses import dataclass
-from typing import Any, Tuple
+from typing import Any, Callable, Tuple
 
 from .conn import SockAddr
 
@@ -184,8 +184,8 @@ def _bind_tcp(address: Address) -> socket.socket:
         family, _, _, _, sockaddr = infos[0]
         if family == socket.AF_INET6 and scheme == "tcp6":
             v6only = True
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
+
+    def configure(sock: socket.socket) -> None:
         if os.name != "nt":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if address.reuseport:
@@ -194,21 +194,24 @@ def _bind_tcp(address: Address) -> socket.socket:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if v6only is not None:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
-        sock.bind(sockaddr)
-        sock.listen(_BACKLOG)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+
+    return _listening(socket.socket(family, socket.SOCK_STREAM), sockaddr, configure)
 
 
 def _bind_unix(address: Address) -> socket.socket:
     path = address.path
     _remove_stale_socket(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    return _listening(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), path)
+
+
+def _listening(
+    sock: socket.socket, sockaddr: Any, configure: Callable[[socket.socket], None] | None = None
+) -> socket.socket:
+    """Configure, bind and listen on `sock`, non-blocking; closed if any step fails."""
     try:
-        sock.bind(path)
+        if configure is not None:
+            configure(sock)
+        sock.bind(sockaddr)
         sock.listen(_BACKLOG)
         sock.setblocking(False)
     except BaseException:
