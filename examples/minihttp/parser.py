@@ -50,9 +50,12 @@ _CHUNK_LINE = re.compile(
 ).fullmatch
 _DIGITS = re.compile(rb"[0-9]{1,18}").fullmatch
 
-# The fields the parser acts on, found in the lower-cased head by one search:
-# once `_REQUEST_HEAD` passed, a field name can only follow a line break.
-_FRAMING_FIELDS = re.compile(rb"\n(host|content-length|transfer-encoding|connection|expect):[ \t]*([^\r]*)").findall
+# The fields the parser acts on, looked for in the lower-cased head: once
+# `_REQUEST_HEAD` passed, a field name can only follow a line break. Most heads
+# hold only Host, which a count finds; one search tells whether any other is
+# there before they are all collected.
+_OTHER_FRAMING = re.compile(rb"\n(?:content-length|transfer-encoding|connection|expect):").search
+_FRAMING_FIELDS = re.compile(rb"\n(content-length|transfer-encoding|connection|expect):[ \t]*([^\r]*)").findall
 
 _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _BROKEN = range(7)
 
@@ -154,14 +157,16 @@ def parse_head(head: bytes, max_body: int) -> tuple[Request, int]:
     method, target, version = m.groups()
     minor = 0 if version == b"0" else 1
     req = Request(method, target, minor, head)
-    hosts = 0
+    lowered = head.lower()
+    hosts = lowered.count(b"\nhost:")
+    if hosts != 1 and (hosts or minor == 1):
+        raise ProtocolError(400, "more than one Host header" if hosts else "an HTTP/1.1 request needs a Host header")
+    if _OTHER_FRAMING(lowered) is None:
+        return req, 0
     length: bytes | None = None
     codings: list[bytes] | None = None
     expect = close = False
-    for name, value in _FRAMING_FIELDS(head.lower()):
-        if name == b"host":
-            hosts += 1
-            continue
+    for name, value in _FRAMING_FIELDS(lowered):
         value = value.rstrip(b" \t")
         if name == b"connection":
             tokens = [t.strip() for t in value.split(b",")]
@@ -183,8 +188,6 @@ def parse_head(head: bytes, max_body: int) -> tuple[Request, int]:
             codings.extend(c.strip() for c in value.split(b","))
         elif value == b"100-continue":
             expect = True
-    if hosts != 1 and (hosts or minor == 1):
-        raise ProtocolError(400, "more than one Host header" if hosts else "an HTTP/1.1 request needs a Host header")
     if close:
         req.keep_alive = False
     if codings is not None:
