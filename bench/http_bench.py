@@ -1,0 +1,759 @@
+"""The HTTP benchmark: wrk against nginx, the evio example on CPython and PyPy, and uvicorn.
+
+    python bench/http_bench.py [--rounds N] [--duration S] [--quick] [--servers a,b] [--out DIR]
+
+Every server runs on loopback, pinned to one CPU, with wrk (one thread, 100 connections) pinned to
+the other. `/plaintext` is measured without pipelining and 16 requests deep (a wrk Lua script).
+Each round runs every load against every server in turn, in a rotated order, so drift on a shared
+machine hits all alike; the report gives medians over rounds and ratios to the nginx measured in
+the same round. Server CPU time comes from /proc around each wrk run. A 1 GiB file is then
+downloaded with curl from nginx and from the evio example: MB/s and server CPU seconds.
+Results go to http.json, http.md and http.png in --out (docs/bench by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import math
+import os
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import (
+    LOOPBACK,
+    BenchError,
+    Panel,
+    Pinning,
+    ServerProcess,
+    bar_chart,
+    cpu_times,
+    free_port,
+    interpreter_info,
+    machine_info,
+    markdown_table,
+    plan_pinning,
+    raise_fd_limit,
+    run_client,
+    terminate_becomes_interrupt,
+    usable_cpus,
+    wait_until_quiet,
+    write_json,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+CONNECTIONS = 100
+PIPELINE_DEPTH = 16
+BIG_FILE = 1 << 30
+
+# The targets the issue sets, checked in every report.
+RPS_TARGET = 1.0  # evio's requests/s as a multiple of nginx's (both loads): at least this
+CPU_TARGET = 1.15  # evio's CPU per request without pipelining as a multiple of nginx's: at most this
+UVICORN_TARGET = 4.0  # evio's requests/s without pipelining as a multiple of uvicorn's: at least this
+
+PIPELINE_LUA = f"""-- {PIPELINE_DEPTH} requests per write; wrk counts each response.
+init = function(args)
+  local r = {{}}
+  for i = 1, {PIPELINE_DEPTH} do r[i] = wrk.format(nil, wrk.path) end
+  req = table.concat(r)
+end
+request = function() return req end
+"""
+
+NGINX_CONF = """# One process serving, as the evio example does: no master, one worker.
+master_process off;
+daemon off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  server_tokens off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000000;
+  keepalive_timeout 300s;
+  client_body_temp_path {dir}/body;
+  proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fastcgi;
+  uwsgi_temp_path {dir}/uwsgi;
+  scgi_temp_path {dir}/scgi;
+  types {{ application/octet-stream bin; }}
+  server {{
+    listen {host}:{{port}};
+    root {dir}/root;
+    location = /plaintext {{ default_type text/plain; return 200 "Hello, World!"; }}
+    location = /json {{ default_type application/json; return 200 '{{"message":"Hello, World!"}}'; }}
+  }}
+}}
+"""
+
+
+@dataclass(frozen=True)
+class Load:
+    """One wrk configuration."""
+
+    key: str
+    label: str
+    pipeline: int
+
+
+LOADS = (Load("plain", "no pipelining", 1), Load("pipe16", f"{PIPELINE_DEPTH}-deep pipelining", PIPELINE_DEPTH))
+
+
+@dataclass
+class Contender:
+    """A server under test: how to start it on a port, and what it is."""
+
+    key: str
+    label: str
+    argv: list[str]  # "{port}" stands for the port, "{conf}" for nginx's configuration file
+    loop: str
+    parser: str
+    env: dict[str, str] = field(default_factory=dict)
+    targeted: bool = False
+    files: bool = False  # serves the large file
+    default: bool = True
+    description: dict[str, str] = field(default_factory=dict)
+
+    def command(self, port: int, workdir: Path) -> list[str]:
+        if self.key == "nginx":
+            conf = workdir / f"nginx-{port}.conf"
+            conf.write_text(NGINX_CONF.format(dir=workdir, host=LOOPBACK).replace("{port}", str(port)))
+            return [w.replace("{conf}", str(conf)).replace("{dir}", str(workdir)) for w in self.argv]
+        return [w.replace("{port}", str(port)).replace("{dir}", str(workdir)) for w in self.argv]
+
+    def display(self) -> str:
+        """The command as a person would type it in the repository's root."""
+        words = [
+            "python" if word == sys.executable else os.path.basename(word) if i == 0 else word
+            for i, word in enumerate(self.argv)
+        ]
+        words = [w.replace(str(REPO) + os.sep, "").replace("{port}", "PORT").replace("{dir}", "DIR") for w in words]
+        env = [f"{k}={v.replace(str(REPO) + os.sep, '')}" for k, v in self.env.items()]
+        return shlex.join(env + words)
+
+
+def find_contenders(wanted: Sequence[str] | None) -> tuple[list[Contender], dict[str, str]]:
+    """The servers to measure, and why any of the others is left out."""
+    python = sys.executable
+    pypy = shutil.which("pypy3")
+    example = str(REPO / "examples" / "http_server.py")
+    evio = [example, "--port", "{port}", "--root", "{dir}/root"]
+    every = [
+        Contender(
+            "nginx",
+            "nginx (1 worker)",
+            ["nginx", "-p", "{dir}", "-e", "{dir}/error.log", "-c", "{conf}"],
+            loop="epoll",
+            parser="C (nginx)",
+            files=True,
+        ),
+        Contender(
+            "evio", "evio (CPython)", [python, *evio], "evio epoll", "minihttp", targeted=True, files=True
+        ),
+        Contender(
+            "evio-pypy",
+            "evio (PyPy)",
+            [pypy or "pypy3", *evio],
+            "evio epoll",
+            "minihttp",
+            env={"PYTHONPATH": str(REPO / "src")},
+            targeted=True,
+            files=True,
+        ),
+        Contender("evio-stdlib", "evio --stdlib (CPython)", [python, *evio, "--stdlib"], "evio selectors", "minihttp",
+                  default=False),
+        Contender(
+            "uvicorn",
+            "uvicorn (CPython)",
+            [
+                python, "-m", "uvicorn", "--app-dir", str(REPO / "bench"), "uvicorn_app:app", "--host", LOOPBACK,
+                "--port", "{port}", "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+                "--log-level", "warning", "--lifespan", "off",
+            ],
+            "uvloop",
+            "httptools",
+        ),
+    ]  # fmt: skip
+    missing: dict[str, str] = {}
+    if shutil.which("nginx") is None:
+        missing["nginx"] = "nginx is not installed (Debian: nginx-light)"
+    if pypy is None:
+        missing["evio-pypy"] = "pypy3 is not installed"
+    for module in ("uvicorn", "httptools", "uvloop"):
+        if importlib.util.find_spec(module) is None:
+            missing["uvicorn"] = f"{module} is not installed for {python} (pip install -e '.[bench]')"
+    known = {c.key for c in every}
+    if wanted is not None:
+        unknown = sorted(set(wanted) - known)
+        if unknown:
+            raise SystemExit(f"unknown server(s) {', '.join(unknown)}: choose from {', '.join(sorted(known))}")
+        if "nginx" not in wanted:
+            raise SystemExit("--servers must include nginx: every ratio is to the nginx of the same run")
+    selected = {c.key for c in every if (c.key in wanted if wanted is not None else c.default)}
+    chosen = [c for c in every if c.key in selected and c.key not in missing]
+    skipped = {key: why for key, why in missing.items() if key in selected}
+    if "nginx" in skipped:
+        raise SystemExit(f"cannot run the benchmark: {skipped['nginx']}")
+    return chosen, skipped
+
+
+def describe(contender: Contender) -> dict[str, str]:
+    """What runs: the software and its build, the parser and the event loop."""
+    if contender.key == "nginx":
+        version = subprocess.run(["nginx", "-v"], capture_output=True, text=True, check=True).stderr.strip()
+        return {"software": version.split(": ")[-1], "build": version, "parser": contender.parser, "loop": "epoll"}
+    info = interpreter_info(contender.argv[0], contender.env)
+    software = f"{info['implementation']} {info['version']}"
+    if contender.key == "uvicorn":
+        probe = (
+            "import uvicorn, httptools, uvloop; print(uvicorn.__version__, httptools.__version__, uvloop.__version__)"
+        )
+        versions = subprocess.run([contender.argv[0], "-c", probe], capture_output=True, text=True, check=True)
+        uv, ht, ul = versions.stdout.split()
+        software += f", uvicorn {uv}, httptools {ht}, uvloop {ul}"
+    return {"software": software, "build": info["build"], "parser": contender.parser, "loop": contender.loop}
+
+
+_WRK_REQUESTS = re.compile(r"(\d+) requests in ([\d.]+)(\w+)")
+_WRK_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+_WRK_NON_2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+
+
+def parse_wrk(text: str) -> tuple[int, float, int]:
+    """Requests, seconds and errors (socket errors and non-2xx responses) from wrk's report."""
+    m = _WRK_REQUESTS.search(text)
+    if m is None:
+        raise BenchError(f"no 'N requests in T' line in wrk's output:\n{text[-1000:]}")
+    unit = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[m.group(3)]
+    errors = sum(int(n) for n in _WRK_ERRORS.findall(text)[0]) if _WRK_ERRORS.search(text) else 0
+    non_2xx = _WRK_NON_2XX.search(text)
+    return int(m.group(1)), float(m.group(2)) * unit, errors + (int(non_2xx.group(1)) if non_2xx else 0)
+
+
+@dataclass
+class Sample:
+    """One wrk run against one server."""
+
+    rps: float
+    cpu_seconds: float
+    requests: int
+    wall_seconds: float
+    errors: int = 0
+    # On the server's CPU while it ran: time spent on anything but the server, and time the
+    # hypervisor took; on the load generator's CPU, time spent on anything but wrk.
+    other_seconds: float = 0.0
+    steal_seconds: float = 0.0
+    client_other_seconds: float = 0.0
+
+    @property
+    def disturbance(self) -> float:
+        return max(self.other_seconds, self.client_other_seconds) / self.wall_seconds
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return self.cpu_seconds / self.requests * 1e6
+
+    @property
+    def server_busy(self) -> float:
+        return self.cpu_seconds / self.wall_seconds
+
+
+def measure(server: ServerProcess, load: Load, pinning: Pinning, duration: float, lua: Path) -> Sample:
+    """One wrk run of `load` against `server`, reading the server's CPU time before and after."""
+    server.check_alive()
+    argv = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{duration:g}s"]
+    if load.pipeline > 1:
+        argv += ["-s", str(lua)]
+    argv.append(f"http://{LOOPBACK}:{server.port}/plaintext")
+    cpus, client_cpus = pinning.server_cpus, pinning.client_cpus
+    before, cpus_before, client_before = server.cpu_seconds(), cpu_times(cpus), cpu_times(client_cpus)
+    run = run_client(argv, cpus=client_cpus, timeout=duration + 60)
+    after, on_cpus, on_client = (
+        server.cpu_seconds(),
+        cpu_times(cpus) - cpus_before,
+        cpu_times(client_cpus) - client_before,
+    )
+    server.check_alive()
+    requests, seconds, errors = parse_wrk(run.stdout)
+    if not requests:
+        raise BenchError(f"wrk completed no request against {server.name}:\n{run.stdout[-1000:]}")
+    other = max(0.0, on_cpus.busy - (after - before)) if cpus else 0.0
+    client_other = max(0.0, on_client.busy - run.cpu_seconds) if client_cpus else 0.0
+    return Sample(requests / seconds, after - before, requests, seconds, errors, other, on_cpus.steal, client_other)
+
+
+@dataclass
+class Download:
+    """One download of the large file."""
+
+    mb_per_s: float
+    cpu_seconds: float
+    seconds: float
+
+
+def download(server: ServerProcess, pinning: Pinning) -> Download:
+    """Fetch the large file with curl into /dev/null; BenchError unless every byte arrived."""
+    server.check_alive()
+    argv = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download} %{time_total}"]
+    argv.append(f"http://{LOOPBACK}:{server.port}/big.bin")
+    before = server.cpu_seconds()
+    run = run_client(argv, cpus=pinning.client_cpus, timeout=600)
+    cpu = server.cpu_seconds() - before
+    code, size, seconds = run.stdout.split()
+    if code != "200" or int(size) != BIG_FILE:
+        raise BenchError(f"{server.name}: the large file came back as {code} with {size} of {BIG_FILE} bytes")
+    return Download(BIG_FILE / float(seconds) / 1e6, cpu, float(seconds))
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def spread(values: Sequence[float]) -> float:
+    """Half the range of `values` relative to their median: 0.03 means within ±3%."""
+    return (max(values) - min(values)) / 2 / median(values) if len(values) > 1 and median(values) else 0.0
+
+
+def summarize(
+    contenders: Sequence[Contender], samples: dict[str, dict[str, list[Sample]]], downloads: dict[str, list[Download]]
+) -> dict[str, Any]:
+    """Medians, ratios to nginx (paired by round), and the targets met or missed."""
+    per_server: dict[str, Any] = {}
+    for c in contenders:
+        loads: dict[str, Any] = {}
+        for load in LOADS:
+            runs, ref = samples[c.key][load.key], samples["nginx"][load.key]
+            loads[load.key] = {
+                "rps": median([s.rps for s in runs]),
+                "rps_spread": spread([s.rps for s in runs]),
+                "rps_ratio": median([s.rps / r.rps for s, r in zip(runs, ref)]),
+                "cpu_us_per_request": median([s.cpu_us_per_request for s in runs]),
+                "cpu_ratio": median([s.cpu_us_per_request / r.cpu_us_per_request for s, r in zip(runs, ref)]),
+                "server_busy": median([s.server_busy for s in runs]),
+                "errors": sum(s.errors for s in runs),
+                "other_on_server_cpu": median([s.other_seconds / s.wall_seconds for s in runs]),
+                "steal_on_server_cpu": median([s.steal_seconds / s.wall_seconds for s in runs]),
+                "other_on_client_cpu": median([s.client_other_seconds / s.wall_seconds for s in runs]),
+            }
+        out: dict[str, Any] = {"loads": loads}
+        if downloads.get(c.key):
+            got = downloads[c.key]
+            out["large_file"] = {
+                "mb_per_s": median([d.mb_per_s for d in got]),
+                "cpu_seconds": median([d.cpu_seconds for d in got]),
+                "mb_per_s_ratio": median([d.mb_per_s / r.mb_per_s for d, r in zip(got, downloads["nginx"])]),
+            }
+        per_server[c.key] = out
+    return {"servers": per_server, "targets": check_targets(contenders, samples, per_server)}
+
+
+def check_targets(
+    contenders: Sequence[Contender], samples: dict[str, dict[str, list[Sample]]], per_server: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Each target of the issue, per evio server: {"server", "target", "value", "met"}."""
+    checks: list[dict[str, Any]] = []
+    for c in (c for c in contenders if c.targeted):
+        plain, piped = per_server[c.key]["loads"]["plain"], per_server[c.key]["loads"]["pipe16"]
+        checks += [
+            {
+                "server": c.key,
+                "target": f"no pipelining: requests/s >= {RPS_TARGET}x nginx",
+                "value": plain["rps_ratio"],
+                "met": plain["rps_ratio"] >= RPS_TARGET,
+            },
+            {
+                "server": c.key,
+                "target": f"no pipelining: CPU/request <= {CPU_TARGET}x nginx",
+                "value": plain["cpu_ratio"],
+                "met": plain["cpu_ratio"] <= CPU_TARGET,
+            },
+            {
+                "server": c.key,
+                "target": f"{PIPELINE_DEPTH}-deep pipelining: requests/s >= {RPS_TARGET}x nginx",
+                "value": piped["rps_ratio"],
+                "met": piped["rps_ratio"] >= RPS_TARGET,
+            },
+        ]
+        if "uvicorn" in per_server:
+            ratio = median([s.rps / u.rps for s, u in zip(samples[c.key]["plain"], samples["uvicorn"]["plain"])])
+            checks.append(
+                {
+                    "server": c.key,
+                    "target": f"no pipelining: requests/s >= {UVICORN_TARGET:g}x uvicorn",
+                    "value": ratio,
+                    "met": ratio >= UVICORN_TARGET,
+                }
+            )
+    return checks
+
+
+# -- report -----------------------------------------------------------------------------------------------------
+
+
+def _k(rps: float) -> str:
+    return f"{rps / 1e6:.2f}M" if rps >= 1e6 else f"{rps / 1e3:.0f}k" if rps >= 1e4 else f"{rps / 1e3:.1f}k"
+
+
+def _mark(met: bool) -> str:
+    return "✅" if met else "❌"
+
+
+NOTES = (
+    "Measured: wrk's requests/s for GET /plaintext (13-byte body) with one wrk thread and 100 connections, "
+    f"without pipelining and {PIPELINE_DEPTH} requests deep; the server's user+system CPU time over each run "
+    "(from /proc: the schedstat run time of its threads, in ns), divided by the requests; the time curl took "
+    "to download a 1 GiB file (sparse, so read from the page cache) into /dev/null, and the server's CPU time "
+    "meanwhile.",
+    "Not measured: /json, other paths or methods, TLS, latency percentiles, more than one server core, clients "
+    "on another machine, real network cards, or files not already in the page cache.",
+    "nginx runs one process (master_process off, so its CPU time is the one process's) with access logs off, "
+    "keepalive_requests raised so that it never closes wrk's connections, and sendfile on, as it is usually "
+    "run: its large-file figure is the kernel copying pages to the socket, while the evio example reads each "
+    "piece into Python and sends it (evio has no sendfile).",
+    "One load generator on one CPU: without pipelining it saturates before the faster servers do (see "
+    "'server busy'), so requests/s there say as much about wrk as about the server; CPU per request is the "
+    "fairer figure.",
+    "uvicorn serves a bare ASGI app (bench/uvicorn_app.py) with httptools and uvloop, one process, access "
+    "log off; it does not serve the large file.",
+    "PyPy runs after a warm-up (every load once, unmeasured, given to every server alike), so its JIT has "
+    "compiled the hot paths.",
+    "A shared, virtual 2-CPU machine is noisy: look at the ± spread and at ratios (measured side by side) "
+    "rather than at absolute figures.",
+)
+
+
+def render_markdown(report: dict[str, Any], contenders: Sequence[Contender]) -> str:
+    """The report as Markdown: setup, targets, one table per load, the large file, and what was not measured."""
+    meta = report["meta"]
+    m = meta["machine"]
+    summary = report["summary"]["servers"]
+    out = [
+        "# HTTP benchmark: the evio example against nginx and uvicorn",
+        "",
+        f"Run on {meta['date']} on {m['cpu_model']} ({m['cpus']} CPUs"
+        f"{', ' + m['virtualized'] if m['virtualized'] else ''}, {m['memory_mib']:,} MiB), {m['kernel']}, {m['os']}. "
+        f"{meta['rounds']} round{'s' if meta['rounds'] != 1 else ''} of {meta['duration']:g} s per load and server, "
+        "interleaved (every load against every server in turn, in a rotated order); figures are medians over "
+        "rounds; a ratio is the median over rounds of the server's figure divided by nginx's in the same round. "
+        f"Pinning: {meta['pinning']}. Load generator: {meta['wrk']}, 1 thread, {CONNECTIONS} connections, "
+        "on loopback.",
+        "",
+        f"The machine was shared: its CPUs were {meta['cpus_busy_before']:.0%} busy just before the run; "
+        f"{meta['runs_measured_again']} runs were measured again because other work took more than "
+        f"{meta['max_other']:.0%} of the server's or wrk's CPU during them, and {meta['runs_still_disturbed']} "
+        "of the runs kept were disturbed all the same.",
+        "",
+    ]
+    if meta["quick"]:
+        out += ["**Quick run** (`--quick`): short runs, one round; a smoke test, not a result.", ""]
+    rows = [
+        [c.label, report["servers"][c.key]["software"], c.parser, c.loop, f"`{report['servers'][c.key]['command']}`"]
+        for c in contenders
+    ]
+    out += ["## Servers", "", markdown_table(["server", "runs on", "parser", "event loop", "command"], rows), ""]
+    out += ["Builds:", "", *[f"- `{b}`" for b in sorted({d["build"] for d in report["servers"].values()})], ""]
+    if report["skipped"]:
+        out += ["Not measured: " + "; ".join(f"{k} ({why})" for k, why in report["skipped"].items()) + ".", ""]
+
+    labels = {c.key: c.label for c in contenders}
+    rows = [
+        [labels[t["server"]], t["target"], f"{_mark(t['met'])} {t['value']:.2f}x"] for t in report["summary"]["targets"]
+    ]
+    out += ["## Targets", "", markdown_table(["server", "target", "result"], rows), ""]
+
+    for load in LOADS:
+        out += [
+            f"## /plaintext, {load.label}",
+            "",
+            "Cells: requests/s (± half the range over rounds) and its ratio to nginx; server CPU µs per request "
+            "and its ratio to nginx; the share of the run the server spent on its CPU (near 100%: the server "
+            "was the bottleneck).",
+            "",
+        ]
+        rows = []
+        for c in contenders:
+            f = summary[c.key]["loads"][load.key]
+            rows.append(
+                [
+                    c.label,
+                    f"{_k(f['rps'])} ±{f['rps_spread'] * 100:.0f}%",
+                    f"{f['rps_ratio']:.2f}x",
+                    f"{f['cpu_us_per_request']:.2f} µs",
+                    f"{f['cpu_ratio']:.2f}x",
+                    f"{f['server_busy']:.0%}",
+                ]
+                + ([f"{f['errors']} errors"] if f["errors"] else [])
+            )
+        headers = ["server", "requests/s", "vs nginx", "CPU/request", "vs nginx", "server busy"]
+        if any(len(r) > len(headers) for r in rows):
+            headers.append("wrk errors")
+            rows = [r + [""] * (len(headers) - len(r)) for r in rows]
+        out += [markdown_table(headers, rows, right=(1, 2, 3, 4, 5)), ""]
+        every = [summary[c.key]["loads"][load.key] for c in contenders]
+        out += [
+            f"Other work took {median([f['other_on_server_cpu'] for f in every]):.0%} of the server's CPU and "
+            f"{median([f['other_on_client_cpu'] for f in every]):.0%} of wrk's; the hypervisor took "
+            f"{median([f['steal_on_server_cpu'] for f in every]):.0%} of the server's (medians).",
+            "",
+        ]
+
+    rows = []
+    for c in contenders:
+        f = summary[c.key].get("large_file")
+        if f is not None:
+            rows.append(
+                [c.label, f"{f['mb_per_s']:,.0f} MB/s", f"{f['mb_per_s_ratio']:.2f}x", f"{f['cpu_seconds']:.2f} s"]
+            )
+    out += [
+        "## A 1 GiB file",
+        "",
+        f"curl downloads a 1 GiB file into /dev/null, {meta['downloads']} times per server, interleaved, after "
+        "one unmeasured download each (the first fills the page cache); medians.",
+        "",
+        markdown_table(["server", "throughput", "vs nginx", "server CPU"], rows, right=(1, 2, 3)),
+        "",
+        "## What was measured and what was not",
+        "",
+        *[f"- {line}" for line in NOTES],
+        "",
+    ]
+    return "\n".join(out)
+
+
+def chart(report: dict[str, Any], contenders: Sequence[Contender], path: Path) -> bool:
+    """Requests/s and CPU per request for both loads, and the large file's throughput."""
+    summary = report["summary"]["servers"]
+    cats = [load.label for load in LOADS]
+    panels = [
+        Panel(
+            "/plaintext: requests/s (higher is better)",
+            "requests/s",
+            cats,
+            {c.label: [summary[c.key]["loads"][load.key]["rps"] for load in LOADS] for c in contenders},
+        ),
+        Panel(
+            "/plaintext: server CPU per request (lower is better)",
+            "µs per request",
+            cats,
+            {c.label: [summary[c.key]["loads"][load.key]["cpu_us_per_request"] for load in LOADS] for c in contenders},
+        ),
+        Panel(
+            "/plaintext: requests/s relative to nginx (higher is better)",
+            "x nginx",
+            cats,
+            {c.label: [summary[c.key]["loads"][load.key]["rps_ratio"] for load in LOADS] for c in contenders},
+            reference=1.0,
+        ),
+        Panel(
+            "1 GiB file download (higher is better)",
+            "MB/s",
+            ["throughput"],
+            {c.label: [summary[c.key]["large_file"]["mb_per_s"]] for c in contenders if "large_file" in summary[c.key]},
+        ),
+    ]
+    meta = report["meta"]
+    m = meta["machine"]
+    note = (
+        f"{meta['date']} · {m['cpu_model']}, {m['cpus']} CPUs · {m['kernel']} · medians of {meta['rounds']} rounds"
+        + (" · QUICK RUN" if meta["quick"] else "")
+    )
+    return bar_chart(path, panels, title="evio HTTP example vs nginx and uvicorn (wrk -t1 -c100, loopback)", note=note)
+
+
+# -- the run ----------------------------------------------------------------------------------------------------
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def make_workdir() -> Path:
+    """A folder with the large (sparse) file under root/, for nginx's files and the servers' roots."""
+    workdir = Path(tempfile.mkdtemp(prefix="evio-http-bench-"))
+    root = workdir / "root"
+    root.mkdir()
+    with open(root / "big.bin", "wb") as f:
+        f.truncate(BIG_FILE)
+    return workdir
+
+
+def run(args: argparse.Namespace) -> int:
+    wanted = args.servers.split(",") if args.servers else None
+    contenders, skipped = find_contenders(wanted)
+    for key, why in skipped.items():
+        log(f"skipping {key}: {why}")
+    pinning = plan_pinning(enabled=not args.no_pin)
+    raise_fd_limit(4096)
+    log(f"pinning: {pinning.describe()}")
+    for c in contenders:
+        c.description = {**describe(c), "command": c.display()}
+        log(f"{c.label}: {c.description['software']}")
+
+    workdir = make_workdir()
+    lua = workdir / "pipeline.lua"
+    lua.write_text(PIPELINE_LUA)
+    samples: dict[str, dict[str, list[Sample]]] = {c.key: {load.key: [] for load in LOADS} for c in contenders}
+    downloads: dict[str, list[Download]] = {c.key: [] for c in contenders if c.files}
+    servers: dict[str, ServerProcess] = {}
+    retried = 0
+    patience = args.wait_quiet
+    try:
+        for c in contenders:
+            port = free_port()
+            servers[c.key] = ServerProcess(
+                c.label, c.command(port, workdir), port=port, cpus=pinning.server_cpus, env=c.env, cwd=str(workdir)
+            ).start()
+        every_cpu = sorted({*pinning.server_cpus, *pinning.client_cpus}) or usable_cpus()
+        log(f"waiting up to {args.wait_quiet:.0f} s for the CPUs to be idle (others' benchmarks skew ours)")
+        busy_before = wait_until_quiet(every_cpu, below=0.1, timeout=args.wait_quiet)
+        log(f"CPUs {busy_before:.0%} busy before the run; warm-up: every load once against every server")
+        for load in LOADS:
+            for c in contenders:
+                measure(servers[c.key], load, pinning, args.warmup, lua)
+        order = list(contenders)
+        for r in range(args.rounds):
+            shift = r % len(order)
+            order_r = order[shift:] + order[:shift]
+            for load in LOADS:
+                line = []
+                for c in order_r:
+                    s = measure(servers[c.key], load, pinning, args.duration, lua)
+                    for _ in range(args.retries):
+                        if s.disturbance <= args.max_other or patience <= 0:
+                            break
+                        log(f"  {c.key}: other work took {s.disturbance:.0%} of a CPU we use: waiting, measuring again")
+                        retried += 1
+                        waited = time.monotonic()
+                        wait_until_quiet(every_cpu, below=0.1, timeout=min(30.0, patience))
+                        patience -= time.monotonic() - waited
+                        s = measure(servers[c.key], load, pinning, args.duration, lua)
+                    samples[c.key][load.key].append(s)
+                    line.append(f"{c.key} {_k(s.rps)}/s {s.cpu_us_per_request:.2f}µs")
+                log(f"round {r + 1}/{args.rounds} {load.label}: " + ", ".join(line))
+        # The first read of the file fills the page cache: a warm-up download per server, unmeasured.
+        for n in range(-1, args.downloads):
+            for c in contenders:
+                if c.files:
+                    d = download(servers[c.key], pinning)
+                    if n >= 0:
+                        downloads[c.key].append(d)
+                    log(f"large file {n + 1}/{args.downloads} {c.key}: {d.mb_per_s:,.0f} MB/s, {d.cpu_seconds:.2f} s")
+    finally:
+        for server in servers.values():
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    def disturbed(s: Sample) -> bool:
+        return bool(s.disturbance > args.max_other)
+
+    report: dict[str, Any] = {
+        "meta": {
+            "date": datetime.date.today().isoformat(),
+            "machine": machine_info(),
+            "pinning": pinning.describe(),
+            "wrk": subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split(" Copyright")[0],
+            "rounds": args.rounds,
+            "duration": args.duration,
+            "warmup": args.warmup,
+            "downloads": args.downloads,
+            "quick": args.quick,
+            "connections": CONNECTIONS,
+            "pipeline_depth": PIPELINE_DEPTH,
+            "cpus_busy_before": busy_before,
+            "max_other": args.max_other,
+            "runs_measured_again": retried,
+            "runs_still_disturbed": sum(
+                disturbed(s) for per in samples.values() for runs in per.values() for s in runs
+            ),
+            "command": " ".join(["python", "bench/http_bench.py", *sys.argv[1:]]),
+        },
+        "servers": {c.key: {"label": c.label, **c.description} for c in contenders},
+        "skipped": skipped,
+        "summary": summarize(contenders, samples, downloads),
+        "samples": {k: {lk: [vars(s) for s in runs] for lk, runs in per.items()} for k, per in samples.items()},
+        "downloads": {k: [vars(d) for d in runs] for k, runs in downloads.items()},
+    }
+    out = Path(args.out)
+    write_json(out / "http.json", report)
+    (out / "http.md").write_text(render_markdown(report, contenders))
+    drawn = chart(report, contenders, out / "http.png")
+    log(f"wrote {out / 'http.json'}, {out / 'http.md'}" + (f", {out / 'http.png'}" if drawn else ""))
+    print((out / "http.md").read_text())
+    return 0
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, help="measured rounds (default 5; 1 with --quick)")
+    parser.add_argument("--duration", type=float, help="seconds per wrk run (default 5; 2 with --quick)")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of the unmeasured warm-up run (default 3)")
+    parser.add_argument("--downloads", type=int, help="large-file downloads per server (default 3; 1 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="a smoke test; writes to a temporary directory")
+    parser.add_argument(
+        "--servers",
+        help="comma-separated servers from nginx,evio,evio-pypy,evio-stdlib,uvicorn "
+        "(default: all that are available but evio-stdlib)",
+    )
+    parser.add_argument("--no-pin", action="store_true", help="do not pin servers and wrk to CPUs")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        help="seconds to wait at the start for the CPUs to be idle, and again in all before measuring disturbed "
+        "runs again (default 300; 10 with --quick)",
+    )
+    parser.add_argument(
+        "--max-other",
+        type=float,
+        default=0.2,
+        help="measure a run again (up to --retries times) when other work took more than this share of the "
+        "server's or wrk's CPU during it (default 0.2)",
+    )
+    parser.add_argument("--retries", type=int, default=2, help="how often to measure a disturbed run again (default 2)")
+    parser.add_argument("--out", help="directory for http.json, http.md, http.png (default docs/bench)")
+    args = parser.parse_args(argv)
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 5
+    if args.duration is None:
+        args.duration = 2.0 if args.quick else 5.0
+    if args.downloads is None:
+        args.downloads = 1 if args.quick else 3
+    if args.wait_quiet is None:
+        args.wait_quiet = 10.0 if args.quick else 300.0
+    if args.out is None:
+        args.out = str(Path(tempfile.gettempdir()) / "evio-bench-quick") if args.quick else str(REPO / "docs" / "bench")
+    if args.rounds < 1 or args.duration <= 0 or args.downloads < 1:
+        parser.error("--rounds and --downloads must be >= 1, --duration > 0")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        with terminate_becomes_interrupt():
+            return run(args)
+    except BenchError as e:
+        log(f"benchmark failed: {e}")
+        return 1
+    except KeyboardInterrupt:
+        log("interrupted: every server started has been stopped")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
