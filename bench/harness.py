@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -151,17 +151,68 @@ def cpu_times(cpus: Sequence[int]) -> CpuTimes:
     return parse_proc_stat_cpus(Path("/proc/stat").read_text(), cpus)
 
 
+_KERNEL_THREAD = 0x00200000  # PF_KTHREAD in the flags field of /proc/PID/stat
+
+
+def process_cpu_seconds() -> dict[int, float]:
+    """CPU time so far of every user-space process on the machine, by pid (kernel threads left out).
+
+    Two snapshots around a run tell how much CPU other people's processes took meanwhile: on a
+    shared machine, the difference between a clean measurement and a skewed one. Kernel threads
+    are left out because they do the benchmark's own network work (softirqs) too.
+    """
+    times: dict[int, float] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            text = Path(f"/proc/{name}/stat").read_text()
+        except OSError:  # ended just now
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        if not int(fields[6]) & _KERNEL_THREAD:
+            times[int(name)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return times
+
+
+def others_cpu_seconds(before: Mapping[int, float], after: Mapping[int, float], mine: Iterable[int]) -> float:
+    """CPU time that processes other than `mine` used between two `process_cpu_seconds` snapshots.
+
+    A process that started in between counts in full; one that ended in between is missed.
+    """
+    skip = set(mine)
+    return sum(t - before.get(pid, 0.0) for pid, t in after.items() if pid not in skip)
+
+
 def wait_until_quiet(cpus: Sequence[int], *, below: float, timeout: float, sample: float = 1.0) -> float:
     """Wait up to `timeout` seconds for `cpus` to be busy less than `below` of a `sample`-second window.
 
-    Returns the busy share last seen (per CPU, 0.0 to 1.0), whether or not it got below: on a shared
-    machine a benchmark had better start when no one else is running one, and say so when it could not.
+    Returns the busy share last seen (per CPU, 0.0 to 1.0), whether or not it got below. Busy time
+    includes kernel threads, interrupts and the benchmark's own processes; `wait_for_others` counts
+    only processes that are not the benchmark's.
     """
     deadline = time.monotonic() + timeout
     while True:
         before = cpu_times(cpus)
         time.sleep(sample)
         share = (cpu_times(cpus) - before).busy / sample / max(len(cpus), 1)
+        if share < below or time.monotonic() >= deadline:
+            return share
+
+
+def wait_for_others(mine: Iterable[int], *, below: float, timeout: float, sample: float = 1.0) -> float:
+    """Wait up to `timeout` seconds for processes other than `mine` to use less than `below` of a CPU.
+
+    Returns the share last seen (of one CPU, over a `sample`-second window), whether or not it got
+    below: on a shared machine a benchmark had better run when no one else is running one, and say
+    so when it could not.
+    """
+    mine = [os.getpid(), *mine]
+    deadline = time.monotonic() + timeout
+    while True:
+        before = process_cpu_seconds()
+        time.sleep(sample)
+        share = others_cpu_seconds(before, process_cpu_seconds(), mine) / sample
         if share < below or time.monotonic() >= deadline:
             return share
 

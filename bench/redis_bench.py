@@ -43,12 +43,13 @@ from harness import (
     interpreter_info,
     machine_info,
     markdown_table,
+    others_cpu_seconds,
     plan_pinning,
+    process_cpu_seconds,
     raise_fd_limit,
     run_client,
     terminate_becomes_interrupt,
-    usable_cpus,
-    wait_until_quiet,
+    wait_for_others,
     write_json,
 )
 
@@ -259,17 +260,15 @@ class Sample:
     cpu_seconds: float
     requests: int
     wall_seconds: float
-    # On the server's CPU, while it ran: time spent on anything but the server (other processes,
-    # interrupts, the network stack's softirqs), and time the hypervisor took away; and on the load
-    # generator's CPU, time spent on anything but the load generator. Zero when not pinned.
-    other_seconds: float = 0.0
+    # While it ran: CPU time of processes that are not part of the benchmark (someone else's work on a
+    # shared machine), and time the hypervisor took from the CPUs we use.
+    others_seconds: float = 0.0
     steal_seconds: float = 0.0
-    client_other_seconds: float = 0.0
 
     @property
     def disturbance(self) -> float:
-        """The larger share of the run's time that other work took on the server's or the client's CPU."""
-        return max(self.other_seconds, self.client_other_seconds) / self.wall_seconds
+        """Other processes' CPU time during the run, as a share of one CPU."""
+        return self.others_seconds / self.wall_seconds
 
     @property
     def cpu_us_per_request(self) -> float:
@@ -281,18 +280,24 @@ class Sample:
         return self.cpu_seconds / self.wall_seconds
 
 
-def measure(server: ServerProcess, load: Load, test: str, pinning: Pinning, requests: int | None = None) -> Sample:
-    """Run one redis-benchmark test against `server`, reading the server's CPU time before and after."""
+def measure(
+    server: ServerProcess,
+    load: Load,
+    test: str,
+    pinning: Pinning,
+    mine: Sequence[int],
+    requests: int | None = None,
+) -> Sample:
+    """Run one redis-benchmark test against `server`, reading the server's CPU time before and after.
+
+    `mine` are the benchmark's other processes (the idle servers): their CPU time is not a disturbance.
+    """
     server.check_alive()
     n = load.requests if requests is None else requests
-    cpus, client_cpus = pinning.server_cpus, pinning.client_cpus
-    before, cpus_before, client_before = server.cpu_seconds(), cpu_times(cpus), cpu_times(client_cpus)
-    run = run_client(load.argv(server.port, test, n), cpus=client_cpus, timeout=120 + n / 2000)
-    after, on_cpus, on_client = (
-        server.cpu_seconds(),
-        cpu_times(cpus) - cpus_before,
-        cpu_times(client_cpus) - client_before,
-    )
+    cpus = sorted({*pinning.server_cpus, *pinning.client_cpus})
+    others_before, cpus_before, before = process_cpu_seconds(), cpu_times(cpus), server.cpu_seconds()
+    run = run_client(load.argv(server.port, test, n), cpus=pinning.client_cpus, timeout=120 + n / 2000)
+    after, on_cpus, others_after = server.cpu_seconds(), cpu_times(cpus) - cpus_before, process_cpu_seconds()
     server.check_alive()
     rps = parse_benchmark_output(run.stdout).get(test)
     if rps is None:
@@ -300,9 +305,8 @@ def measure(server: ServerProcess, load: Load, test: str, pinning: Pinning, requ
             f"redis-benchmark printed no {test} result against {server.name}\n"
             f"stdout: {run.stdout[-500:]!r}\nstderr: {run.stderr[-500:]!r}"
         )
-    other = max(0.0, on_cpus.busy - (after - before)) if cpus else 0.0
-    client_other = max(0.0, on_client.busy - run.cpu_seconds) if client_cpus else 0.0
-    return Sample(rps, after - before, n, run.seconds, other, on_cpus.steal, client_other)
+    others = others_cpu_seconds(others_before, others_after, [os.getpid(), *mine])
+    return Sample(rps, after - before, n, run.seconds, others, on_cpus.steal)
 
 
 def measure_idle_memory(contender: Contender, pinning: Pinning, idle: int) -> dict[str, int]:
@@ -356,9 +360,8 @@ def summarize(
                     "cpu_us_per_request": median([s.cpu_us_per_request for s in runs]),
                     "cpu_ratio": median([s.cpu_us_per_request / r.cpu_us_per_request for s, r in zip(runs, ref)]),
                     "server_busy": median([s.server_busy for s in runs]),
-                    "other_on_server_cpu": median([s.other_seconds / s.wall_seconds for s in runs]),
-                    "steal_on_server_cpu": median([s.steal_seconds / s.wall_seconds for s in runs]),
-                    "other_on_client_cpu": median([s.client_other_seconds / s.wall_seconds for s in runs]),
+                    "others_cpu_share": median([s.disturbance for s in runs]),
+                    "steal_share": median([s.steal_seconds / s.wall_seconds for s in runs]),
                 }
             loads_out[load.key] = tests_out
         mem = memory[c.key]
@@ -452,9 +455,10 @@ def render_markdown(report: dict[str, Any], contenders: Sequence[Contender], loa
         "",
     ]
     out += [
-        f"The machine was shared: its CPUs were {meta['cpus_busy_before']:.0%} busy just before the run; "
-        f"{meta['runs_measured_again']} runs were measured again because other work took more than "
-        f"{meta['max_other']:.0%} of the server's or redis-benchmark's CPU during them, and "
+        f"The machine was shared: processes outside the benchmark used {meta['others_before']:.0%} of a CPU just "
+        "before the run; "
+        f"{meta['runs_measured_again']} runs were measured again because processes outside the benchmark used "
+        f"more than {meta['max_other']:.0%} of a CPU during them, and "
         f"{meta['runs_still_disturbed']} of the runs kept were disturbed all the same "
         "(see the notes under each table).",
         "",
@@ -540,13 +544,13 @@ def render_markdown(report: dict[str, Any], contenders: Sequence[Contender], loa
             for c in contenders
         )
         every = [summary[c.key]["loads"][load.key][t] for c in contenders for t in TESTS]
-        other = median([f["other_on_server_cpu"] for f in every])
-        steal = median([f["steal_on_server_cpu"] for f in every])
-        client_other = median([f["other_on_client_cpu"] for f in every])
+        others = median([f["others_cpu_share"] for f in every])
+        worst = max(f["others_cpu_share"] for f in every)
+        steal = median([f["steal_share"] for f in every])
         out += [
             f"Server CPU busy during these runs (median over tests; near 100%: the server was the bottleneck): {busy}. "
-            f"Other work (processes, interrupts, softirqs) took {other:.0%} of the server's CPU and {client_other:.0%} "
-            f"of redis-benchmark's; the hypervisor took {steal:.0%} of the server's (medians).",
+            f"Processes outside the benchmark used {others:.0%} of a CPU during the runs (median; {worst:.0%} in the "
+            f"worst test's median), the hypervisor took {steal:.0%}.",
             "",
         ]
 
@@ -698,15 +702,15 @@ def run(args: argparse.Namespace) -> int:
             servers[c.key] = ServerProcess(
                 c.label, c.command(port), port=port, cpus=pinning.server_cpus, env=c.env, cwd=tempfile.gettempdir()
             ).start()
-        every_cpu = sorted({*pinning.server_cpus, *pinning.client_cpus}) or usable_cpus()
-        log(f"waiting up to {args.wait_quiet:.0f} s for the CPUs to be idle (others' benchmarks skew ours)")
-        busy_before = wait_until_quiet(every_cpu, below=0.1, timeout=args.wait_quiet)
-        log(f"CPUs {busy_before:.0%} busy before the run")
+        mine = [server.pid for server in servers.values()]
+        log(f"waiting up to {args.wait_quiet:.0f} s for other processes to be idle (their load skews ours)")
+        busy_before = wait_for_others(mine, below=0.1, timeout=args.wait_quiet)
+        log(f"other processes used {busy_before:.0%} of a CPU before the run")
         log(f"warm-up: every test once against every server ({args.warmup:.0%} of a round's requests)")
         for load in loads:
             for test in TESTS:
                 for c in contenders:
-                    measure(servers[c.key], load, test, pinning, max(1000, int(load.requests * args.warmup)))
+                    measure(servers[c.key], load, test, pinning, mine, max(1000, int(load.requests * args.warmup)))
         order = list(contenders)
         for r in range(args.rounds):
             shift = r % len(order)
@@ -715,19 +719,19 @@ def run(args: argparse.Namespace) -> int:
                 for test in TESTS:
                     line = []
                     for c in order_r:
-                        s = measure(servers[c.key], load, test, pinning)
+                        s = measure(servers[c.key], load, test, pinning, mine)
                         for _ in range(args.retries):
                             if s.disturbance <= args.max_other or patience <= 0:
                                 break
                             log(
-                                f"  {c.key} {test}: other work took {s.disturbance:.0%} of a CPU we use: "
+                                f"  {c.key} {test}: other processes used {s.disturbance:.0%} of a CPU meanwhile: "
                                 "waiting for quiet, then measuring again"
                             )
                             retried += 1
                             waited = time.monotonic()
-                            wait_until_quiet(every_cpu, below=0.1, timeout=min(30.0, patience))
+                            wait_for_others(mine, below=0.1, timeout=min(30.0, patience))
                             patience -= time.monotonic() - waited
-                            s = measure(servers[c.key], load, test, pinning)
+                            s = measure(servers[c.key], load, test, pinning, mine)
                         samples[c.key][load.key][test].append(s)
                         line.append(f"{c.key} {_k(s.rps)}/s {s.cpu_us_per_request:.2f}µs")
                     log(f"round {r + 1}/{args.rounds} {load.label} {test}: " + ", ".join(line))
@@ -755,7 +759,7 @@ def run(args: argparse.Namespace) -> int:
             "quick": args.quick,
             "idle_connections": args.idle,
             "warmup_fraction": args.warmup,
-            "cpus_busy_before": busy_before,
+            "others_before": busy_before,
             "max_other": args.max_other,
             "retries": args.retries,
             "runs_measured_again": retried,
@@ -832,8 +836,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--max-other",
         type=float,
         default=0.2,
-        help="measure a run again (up to --retries times) when other work took more than this share of the "
-        "server's or redis-benchmark's CPU during it (default 0.2)",
+        help="measure a run again (up to --retries times) when processes outside the benchmark used more than "
+        "this share of a CPU during it (default 0.2)",
     )
     parser.add_argument("--retries", type=int, default=2, help="how often to measure a disturbed run again (default 2)")
     parser.add_argument("--out", help="directory for redis.json, redis.md, redis.png (default docs/bench)")

@@ -18,9 +18,11 @@ from harness import (
     idle_connections,
     markdown_table,
     memory_kib,
+    others_cpu_seconds,
     parse_proc_stat_cpus,
     parse_proc_stat_ticks,
     parse_proc_status_kib,
+    process_cpu_seconds,
     run_client,
     usable_cpus,
 )
@@ -50,6 +52,15 @@ listener = socket.create_server(("127.0.0.1", int(sys.argv[1])), backlog=1024)
 print("listening", flush=True)
 while True:
     threading.Thread(target=serve, args=(listener.accept()[0],), daemon=True).start()
+"""
+
+
+# A process that listens, then burns CPU: someone else's benchmark on a shared machine.
+SPINNER = """
+import socket, sys
+listener = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+while True:
+    pass
 """
 
 
@@ -106,6 +117,26 @@ def test_proc_stat_cpus_adds_busy_and_stolen_ticks_of_the_chosen_cpus() -> None:
     assert both.busy == pytest.approx(one.busy)
     assert parse_proc_stat_cpus(text, []).busy == 0
     assert cpu_times(usable_cpus()).busy > 0
+
+
+def test_others_cpu_seconds_counts_processes_not_ours() -> None:
+    before = process_cpu_seconds()
+    assert os.getpid() in before and 1 in before
+    assert 2 not in before  # kthreadd: kernel threads are left out
+    port = free_port()
+    with ServerProcess("spinner", [sys.executable, "-c", SPINNER, str(port)], port=port) as spinner:
+        spinner.start(timeout=20)
+        start = process_cpu_seconds()
+        time.sleep(0.5)
+        now = process_cpu_seconds()
+        with_spinner = others_cpu_seconds(start, now, [os.getpid()])
+        without = others_cpu_seconds(start, now, [os.getpid(), spinner.pid])
+        assert with_spinner - without >= 0.2  # the spinner's own time, whatever else the machine ran
+
+
+def test_run_client_counts_the_clients_cpu_time() -> None:
+    code = "import time\nt = time.process_time() + 0.3\nwhile time.process_time() < t: pass"
+    assert run_client([sys.executable, "-c", code]).cpu_seconds >= 0.25
 
 
 def test_cpu_seconds_grow_with_work() -> None:
