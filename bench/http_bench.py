@@ -141,7 +141,10 @@ class Contender:
             "python" if word == sys.executable else os.path.basename(word) if i == 0 else word
             for i, word in enumerate(self.argv)
         ]
-        words = [w.replace(str(REPO) + os.sep, "").replace("{port}", "PORT").replace("{dir}", "DIR") for w in words]
+        words = [
+            w.replace(str(REPO) + os.sep, "").replace("{port}", "PORT").replace("{dir}", "DIR")
+            for w in (x.replace("{conf}", "{dir}/nginx.conf") for x in words)
+        ]
         env = [f"{k}={v.replace(str(REPO) + os.sep, '')}" for k, v in self.env.items()]
         return shlex.join(env + words)
 
@@ -651,7 +654,8 @@ def run(args: argparse.Namespace) -> int:
                     d = download(servers[c.key], pinning)
                     if n >= 0:
                         downloads[c.key].append(d)
-                    log(f"large file {n + 1}/{args.downloads} {c.key}: {d.mb_per_s:,.0f} MB/s, {d.cpu_seconds:.2f} s")
+                    which = f"{n + 1}/{args.downloads}" if n >= 0 else "warm-up"
+                    log(f"large file {which} {c.key}: {d.mb_per_s:,.0f} MB/s, {d.cpu_seconds:.2f} s CPU")
     finally:
         for server in servers.values():
             server.stop()

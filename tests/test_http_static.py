@@ -155,6 +155,10 @@ def test_folder_index_html_is_served(root: Path) -> None:
 def test_folder_without_slash_redirects(root: Path) -> None:
     r = get(root, "/sub?x=1")
     assert (r.status, r.headers["location"]) == (301, "/sub/?x=1")
+    (root / "example.com").mkdir()
+    assert get(root, "//example.com").headers["location"] == "/example.com/"
+    (root / "a b").mkdir()
+    assert get(root, "/./a%20b").headers["location"] == "/a%20b/"
 
 
 def test_missing_and_bad_targets(root: Path) -> None:

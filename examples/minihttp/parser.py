@@ -5,8 +5,9 @@ the end of what it waits for (the head, a chunk-size line, the trailers), so
 a request that trickles in a byte at a time costs linear time, not quadratic.
 
 The common case is kept cheap: a packet holding whole requests is parsed in
-place, without copying it into the buffer; a head is split into lines once
-and each line is checked by one compiled regular expression.
+place, without copying it into the buffer; one regular expression checks a
+whole head, the few fields that frame a request are looked for in it, and the
+list of header fields is only cut out when a route asks for it.
 
 Framing follows RFC 9112 strictly, because a lenient origin server behind a
 strict proxy is how requests get smuggled: lines end in CRLF (a bare LF or CR
@@ -28,9 +29,9 @@ DEFAULT_MAX_BODY = 16 * 1024 * 1024
 
 _TCHAR = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]"
 _VALUE_CHARS = rb"[\t\x20-\x7e\x80-\xff]"
-# The fast path: one match checks a whole head (request line and fields), so
-# the fields can then be cut apart with plain splits. A CR, LF or NUL inside
-# a line, whitespace before a colon, or a folded line all fail it.
+# One match checks a whole head (request line and fields), so the fields can
+# later be cut apart with plain splits. A CR, LF or NUL inside a line,
+# whitespace before a colon, or a folded line all fail it.
 _REQUEST_HEAD = re.compile(
     rb"(" + _TCHAR + rb"+) ([\x21-\x7e]+) HTTP/1\.([0-9])(?:\r\n" + _TCHAR + rb"+:" + _VALUE_CHARS + rb"*)*"
 ).fullmatch

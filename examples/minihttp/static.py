@@ -24,7 +24,7 @@ from typing import Tuple, Union
 from urllib.parse import quote, unquote_to_bytes
 
 from .parser import Request
-from .responses import build, connection_field, http_date, status_line
+from .responses import SERVER, build, connection_field, http_date, status_line
 
 #: A file up to this size is sent whole; a larger one is streamed in pieces of this size.
 CHUNK = 256 * 1024
@@ -106,8 +106,10 @@ class StaticFiles:
             return _plain(404, req, date)
         if stat.S_ISDIR(st.st_mode):
             if not path.endswith(b"/"):
-                location = path + b"/" + (b"?" + query if query else b"")
-                return _plain(301, req, date, b"Location: %s\r\n" % location)
+                # Rebuilt from the segments: "//host/dir" must not become a link to another host.
+                location = "".join("/" + quote(s, errors="surrogateescape") for s in segments) + "/"
+                query = b"?" + query if query else b""
+                return _plain(301, req, date, b"Location: %s%s\r\n" % (location.encode("ascii"), query))
             index = os.path.join(real, "index.html")
             if os.path.isfile(index) and os.path.realpath(index).startswith(self._prefix):
                 return self._file(req, date, os.path.realpath(index))
@@ -132,8 +134,10 @@ class StaticFiles:
             ctype = _content_type(real)
             fields = b"Content-Type: %s\r\nLast-Modified: %s\r\nAccept-Ranges: bytes\r\n" % (ctype, modified)
             if _not_modified(req, st.st_mtime):
-                return b"%sServer: evio\r\nDate: %s\r\nLast-Modified: %s\r\n%s\r\n" % (
+                # No body and no Content-Length: it would have to be the 200's (RFC 9110 8.6).
+                return b"%sServer: %s\r\nDate: %s\r\nLast-Modified: %s\r\n%s\r\n" % (
                     status_line(304),
+                    SERVER,
                     date,
                     modified,
                     connection_field(req),
