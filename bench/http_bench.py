@@ -43,12 +43,13 @@ from harness import (
     interpreter_info,
     machine_info,
     markdown_table,
+    others_cpu_seconds,
     plan_pinning,
+    process_cpu_seconds,
     raise_fd_limit,
     run_client,
     terminate_becomes_interrupt,
-    usable_cpus,
-    wait_until_quiet,
+    wait_for_others,
     write_json,
 )
 
@@ -256,15 +257,15 @@ class Sample:
     requests: int
     wall_seconds: float
     errors: int = 0
-    # On the server's CPU while it ran: time spent on anything but the server, and time the
-    # hypervisor took; on the load generator's CPU, time spent on anything but wrk.
-    other_seconds: float = 0.0
+    # While it ran: CPU time of processes that are not part of the benchmark (someone else's work on a
+    # shared machine), and time the hypervisor took from the CPUs we use.
+    others_seconds: float = 0.0
     steal_seconds: float = 0.0
-    client_other_seconds: float = 0.0
 
     @property
     def disturbance(self) -> float:
-        return max(self.other_seconds, self.client_other_seconds) / self.wall_seconds
+        """Other processes' CPU time during the run, as a share of one CPU."""
+        return self.others_seconds / self.wall_seconds
 
     @property
     def cpu_us_per_request(self) -> float:
@@ -275,28 +276,28 @@ class Sample:
         return self.cpu_seconds / self.wall_seconds
 
 
-def measure(server: ServerProcess, load: Load, pinning: Pinning, duration: float, lua: Path) -> Sample:
-    """One wrk run of `load` against `server`, reading the server's CPU time before and after."""
+def measure(
+    server: ServerProcess, load: Load, pinning: Pinning, duration: float, lua: Path, mine: Sequence[int]
+) -> Sample:
+    """One wrk run of `load` against `server`, reading the server's CPU time before and after.
+
+    `mine` are the benchmark's other processes (the idle servers): their CPU time is not a disturbance.
+    """
     server.check_alive()
     argv = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{duration:g}s"]
     if load.pipeline > 1:
         argv += ["-s", str(lua)]
     argv.append(f"http://{LOOPBACK}:{server.port}/plaintext")
-    cpus, client_cpus = pinning.server_cpus, pinning.client_cpus
-    before, cpus_before, client_before = server.cpu_seconds(), cpu_times(cpus), cpu_times(client_cpus)
-    run = run_client(argv, cpus=client_cpus, timeout=duration + 60)
-    after, on_cpus, on_client = (
-        server.cpu_seconds(),
-        cpu_times(cpus) - cpus_before,
-        cpu_times(client_cpus) - client_before,
-    )
+    cpus = sorted({*pinning.server_cpus, *pinning.client_cpus})
+    others_before, cpus_before, before = process_cpu_seconds(), cpu_times(cpus), server.cpu_seconds()
+    run = run_client(argv, cpus=pinning.client_cpus, timeout=duration + 60)
+    after, on_cpus, others_after = server.cpu_seconds(), cpu_times(cpus) - cpus_before, process_cpu_seconds()
     server.check_alive()
     requests, seconds, errors = parse_wrk(run.stdout)
     if not requests:
         raise BenchError(f"wrk completed no request against {server.name}:\n{run.stdout[-1000:]}")
-    other = max(0.0, on_cpus.busy - (after - before)) if cpus else 0.0
-    client_other = max(0.0, on_client.busy - run.cpu_seconds) if client_cpus else 0.0
-    return Sample(requests / seconds, after - before, requests, seconds, errors, other, on_cpus.steal, client_other)
+    others = others_cpu_seconds(others_before, others_after, [os.getpid(), *mine])
+    return Sample(requests / seconds, after - before, requests, seconds, errors, others, on_cpus.steal)
 
 
 @dataclass
@@ -348,9 +349,8 @@ def summarize(
                 "cpu_ratio": median([s.cpu_us_per_request / r.cpu_us_per_request for s, r in zip(runs, ref)]),
                 "server_busy": median([s.server_busy for s in runs]),
                 "errors": sum(s.errors for s in runs),
-                "other_on_server_cpu": median([s.other_seconds / s.wall_seconds for s in runs]),
-                "steal_on_server_cpu": median([s.steal_seconds / s.wall_seconds for s in runs]),
-                "other_on_client_cpu": median([s.client_other_seconds / s.wall_seconds for s in runs]),
+                "others_cpu_share": median([s.disturbance for s in runs]),
+                "steal_share": median([s.steal_seconds / s.wall_seconds for s in runs]),
             }
         out: dict[str, Any] = {"loads": loads}
         if downloads.get(c.key):
@@ -455,10 +455,10 @@ def render_markdown(report: dict[str, Any], contenders: Sequence[Contender]) -> 
         f"Pinning: {meta['pinning']}. Load generator: {meta['wrk']}, 1 thread, {CONNECTIONS} connections, "
         "on loopback.",
         "",
-        f"The machine was shared: its CPUs were {meta['cpus_busy_before']:.0%} busy just before the run; "
-        f"{meta['runs_measured_again']} runs were measured again because other work took more than "
-        f"{meta['max_other']:.0%} of the server's or wrk's CPU during them, and {meta['runs_still_disturbed']} "
-        "of the runs kept were disturbed all the same.",
+        f"The machine was shared: processes outside the benchmark used {meta['others_before']:.0%} of a CPU just "
+        f"before the run; {meta['runs_measured_again']} runs were measured again because processes outside the "
+        f"benchmark used more than {meta['max_other']:.0%} of a CPU during them, and "
+        f"{meta['runs_still_disturbed']} of the runs kept were disturbed all the same.",
         "",
     ]
     if meta["quick"]:
@@ -508,9 +508,8 @@ def render_markdown(report: dict[str, Any], contenders: Sequence[Contender]) -> 
         out += [markdown_table(headers, rows, right=(1, 2, 3, 4, 5)), ""]
         every = [summary[c.key]["loads"][load.key] for c in contenders]
         out += [
-            f"Other work took {median([f['other_on_server_cpu'] for f in every]):.0%} of the server's CPU and "
-            f"{median([f['other_on_client_cpu'] for f in every]):.0%} of wrk's; the hypervisor took "
-            f"{median([f['steal_on_server_cpu'] for f in every]):.0%} of the server's (medians).",
+            f"Processes outside the benchmark used {median([f['others_cpu_share'] for f in every]):.0%} of a CPU "
+            f"during these runs (median), the hypervisor took {median([f['steal_share'] for f in every]):.0%}.",
             "",
         ]
 
@@ -620,13 +619,13 @@ def run(args: argparse.Namespace) -> int:
             servers[c.key] = ServerProcess(
                 c.label, c.command(port, workdir), port=port, cpus=pinning.server_cpus, env=c.env, cwd=str(workdir)
             ).start()
-        every_cpu = sorted({*pinning.server_cpus, *pinning.client_cpus}) or usable_cpus()
-        log(f"waiting up to {args.wait_quiet:.0f} s for the CPUs to be idle (others' benchmarks skew ours)")
-        busy_before = wait_until_quiet(every_cpu, below=0.1, timeout=args.wait_quiet)
-        log(f"CPUs {busy_before:.0%} busy before the run; warm-up: every load once against every server")
+        mine = [server.pid for server in servers.values()]
+        log(f"waiting up to {args.wait_quiet:.0f} s for other processes to be idle (their load skews ours)")
+        busy_before = wait_for_others(mine, below=0.1, timeout=args.wait_quiet)
+        log(f"other processes used {busy_before:.0%} of a CPU; warm-up: every load once against every server")
         for load in LOADS:
             for c in contenders:
-                measure(servers[c.key], load, pinning, args.warmup, lua)
+                measure(servers[c.key], load, pinning, args.warmup, lua, mine)
         order = list(contenders)
         for r in range(args.rounds):
             shift = r % len(order)
@@ -634,16 +633,16 @@ def run(args: argparse.Namespace) -> int:
             for load in LOADS:
                 line = []
                 for c in order_r:
-                    s = measure(servers[c.key], load, pinning, args.duration, lua)
+                    s = measure(servers[c.key], load, pinning, args.duration, lua, mine)
                     for _ in range(args.retries):
                         if s.disturbance <= args.max_other or patience <= 0:
                             break
-                        log(f"  {c.key}: other work took {s.disturbance:.0%} of a CPU we use: waiting, measuring again")
+                        log(f"  {c.key}: other processes used {s.disturbance:.0%} of a CPU: waiting, measuring again")
                         retried += 1
                         waited = time.monotonic()
-                        wait_until_quiet(every_cpu, below=0.1, timeout=min(30.0, patience))
+                        wait_for_others(mine, below=0.1, timeout=min(30.0, patience))
                         patience -= time.monotonic() - waited
-                        s = measure(servers[c.key], load, pinning, args.duration, lua)
+                        s = measure(servers[c.key], load, pinning, args.duration, lua, mine)
                     samples[c.key][load.key].append(s)
                     line.append(f"{c.key} {_k(s.rps)}/s {s.cpu_us_per_request:.2f}µs")
                 log(f"round {r + 1}/{args.rounds} {load.label}: " + ", ".join(line))
@@ -677,7 +676,7 @@ def run(args: argparse.Namespace) -> int:
             "quick": args.quick,
             "connections": CONNECTIONS,
             "pipeline_depth": PIPELINE_DEPTH,
-            "cpus_busy_before": busy_before,
+            "others_before": busy_before,
             "max_other": args.max_other,
             "runs_measured_again": retried,
             "runs_still_disturbed": sum(
@@ -718,15 +717,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--wait-quiet",
         type=float,
-        help="seconds to wait at the start for the CPUs to be idle, and again in all before measuring disturbed "
-        "runs again (default 300; 10 with --quick)",
+        help="seconds to wait at the start for other processes to be idle, and again in all before measuring "
+        "disturbed runs again (default 300; 10 with --quick)",
     )
     parser.add_argument(
         "--max-other",
         type=float,
         default=0.2,
-        help="measure a run again (up to --retries times) when other work took more than this share of the "
-        "server's or wrk's CPU during it (default 0.2)",
+        help="measure a run again (up to --retries times) when processes outside the benchmark used more than "
+        "this share of a CPU during it (default 0.2)",
     )
     parser.add_argument("--retries", type=int, default=2, help="how often to measure a disturbed run again (default 2)")
     parser.add_argument("--out", help="directory for http.json, http.md, http.png (default docs/bench)")
