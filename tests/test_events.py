@@ -226,7 +226,7 @@ def test_detach_without_handler_closes(start_server: Start, backend: str) -> Non
 
 def test_prewrite_and_postwrite_see_every_attempt(start_server: Start, backend: str) -> None:
     calls: list[tuple[str, int, int]] = []
-    blob = b"q" * (6 << 20)
+    blob = b"q" * (16 << 20)
 
     class Hooks(TestEvents):
         def data(self, conn: evio.Conn, data: Data) -> DataResult:
@@ -242,6 +242,7 @@ def test_prewrite_and_postwrite_see_every_attempt(start_server: Start, backend: 
 
     st = start_server(Hooks(), local(backend))
     with st.connect() as c:
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)  # a window the reply cannot fit
         c.sendall(b"small")
         assert recv_exactly(c, 5) == b"small"
         wait_for(lambda: len(calls) >= 2)  # postwrite runs after the bytes are on their way
@@ -252,7 +253,7 @@ def test_prewrite_and_postwrite_see_every_attempt(start_server: Start, backend: 
         wait_for(lambda: bool(calls) and calls[-1][0] == "post" and calls[-1][2] == 0)
     pre = [a for kind, a, _ in calls if kind == "pre"]
     post = [(a, r) for kind, a, r in calls if kind == "post"]
-    assert len(pre) == len(post) >= 2, "a 6 MiB reply takes several attempts"
+    assert len(pre) == len(post) >= 2, "a 16 MiB reply to a small window takes several attempts"
     assert pre[0] == len(blob)
     assert sum(a for a, _ in post) == len(blob)
     assert post[-1][1] == 0
@@ -515,3 +516,32 @@ def test_a_very_long_tick_delay_is_fine(backend: str, delay: float) -> None:
         assert recv_until_closed(c) == b"bye"
     st.join()
     assert st.error is None
+
+
+def test_postwrite_alone_sees_every_attempt(start_server: Start, backend: str) -> None:
+    posts: list[tuple[int, int]] = []
+    blob = b"p" * (16 << 20)
+
+    class Post(TestEvents):
+        def data(self, conn: evio.Conn, data: Data) -> DataResult:
+            return blob if data == b"big" else data
+
+        def postwrite(self, conn: evio.Conn, amount: int, remaining: int) -> evio.Action | None:
+            posts.append((amount, remaining))
+            return evio.Action.CLOSE if amount == 5 and data_was_close[0] else None
+
+    data_was_close = [False]
+    st = start_server(Post(), local(backend))
+    with st.connect() as c:
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+        c.sendall(b"small")
+        assert recv_exactly(c, 5) == b"small"
+        wait_for(lambda: posts == [(5, 0)])
+        c.sendall(b"big")
+        assert recv_exactly(c, len(blob)) == blob
+        wait_for(lambda: posts[-1][1] == 0 and len(posts) > 2)
+        assert sum(a for a, _ in posts[1:]) == len(blob)
+        assert posts[1][0] + posts[1][1] == len(blob)
+        data_was_close[0] = True
+        c.sendall(b"close")  # postwrite returning CLOSE on the fast path closes after the write
+        assert recv_until_closed(c) == b"close"

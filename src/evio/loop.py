@@ -232,7 +232,7 @@ class Loop:
         conns_get = self._conns.get
         data_cb = self._data
         buf, view = self._buf, self._view
-        hooks = self._prewrite is not None or self._postwrite is not None
+        prewrite, postwrite = self._prewrite, self._postwrite
         monotonic = time.monotonic
         while not self._stopping:
             if self._local_wakes:
@@ -266,7 +266,7 @@ class Loop:
                         continue
                     if r is None:
                         continue
-                    if type(r) is bytes and not hooks:
+                    if type(r) is bytes and prewrite is None:
                         # The common reply: sent whole, with no copy and no poller call.
                         if not r:
                             continue
@@ -279,6 +279,11 @@ class Loop:
                             continue
                         if sent < len(r):
                             self._keep(c, r, sent)
+                        if postwrite is not None:
+                            try:
+                                self._after_write(c, _check_action("postwrite", postwrite(c, sent, c._outlen)))
+                            except Exception as err:
+                                self._fail(c, "postwrite", err)
                     else:
                         self._reply(c, "data", r)
                 if self._stopping:  # set by an event: mypy cannot see that
