@@ -5,7 +5,7 @@ PYPY ?= pypy3
 VENV := .venv
 PYPY_VENV := .venv-pypy
 
-.PHONY: test lint typecheck pytest pytest-pypy serve echo bench clean
+.PHONY: test lint typecheck pytest pytest-pypy serve echo serve-http bench bench-redis bench-http bench-deps clean
 
 test: lint typecheck pytest pytest-pypy
 
@@ -44,6 +44,27 @@ serve: $(VENV)/.installed
 
 echo: $(VENV)/.installed
 	$(VENV)/bin/python examples/echo_server.py
+
+serve-http: $(VENV)/.installed
+	$(VENV)/bin/python examples/http_server.py
+
+# Benchmarks against the real thing; results go to docs/bench/. They need the
+# peers installed: `make bench-deps` (Debian) installs them.
+$(VENV)/.bench: $(VENV)/.installed
+	$(VENV)/bin/python -m pip install -q -e '.[redis,test,lint,bench]'
+	touch $@
+
+bench: bench-redis bench-http
+
+bench-redis: $(VENV)/.bench
+	$(VENV)/bin/python bench/redis_bench.py
+
+bench-http: $(VENV)/.bench
+	$(VENV)/bin/python bench/http_bench.py
+
+bench-deps:
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends redis-server redis-tools nginx-light wrk pypy3 pypy3-venv
 
 clean:
 	rm -rf $(VENV) $(PYPY_VENV) .mypy_cache .pytest_cache .ruff_cache
