@@ -595,21 +595,27 @@ def render_markdown(report: dict[str, Any], contenders: Sequence[Contender], loa
 
 
 NOTES = (
-    "Measured: redis-benchmark's requests/s for PING_INLINE, PING_MBULK, SET and GET (fixed 3-byte value, one "
-    "key), at three loads, with client and server on one machine over loopback; the server's user+system CPU "
-    "time over each run (from /proc: the schedstat run time of its threads, in ns), divided by the requests; "
-    "resident memory.",
+    "Measured: redis-benchmark's requests/s for PING_INLINE, PING_MBULK, SET and GET (its defaults: a 3-byte "
+    "value, one key), at three loads, client and server on one machine over loopback; the server's CPU time "
+    "(user + system, from the schedstat run time of its threads in /proc, in ns) over each run, divided by the "
+    "requests; resident memory (VmRSS, VmHWM).",
     "Not measured: other commands, large values, many keys, expiry, persistence (AOF off for every server), "
     "latency percentiles, clients on another machine, real network cards, or more than one server core "
-    "(every server here runs one event loop on one CPU).",
-    "One load generator on one CPU: at -P 1 it saturates before the faster servers do, so requests/s there "
-    "say more about redis-benchmark than about the server.",
-    "The asyncio and uvloop servers run the same protocol object as the evio clone; only the event loop "
-    "differs. redis-server is the real one, written in C.",
-    "A shared, virtual 2-CPU machine is noisy: look at the ± spread and at ratios (measured side by side) "
-    "rather than at absolute figures.",
+    "(every server here runs one event loop on one CPU; redis-server 7 runs its I/O on the main thread too).",
+    "One load generator on one CPU. At -P 1 it saturates long before the servers do (see how busy each "
+    "server was), so requests/s there measure redis-benchmark; at -P 128 the fastest servers approach its "
+    "ceiling too, where the server CPU per request still tells them apart.",
+    "Server CPU time leaves out the kernel's network work done in softirqs and kernel threads (charged to no "
+    "process); it follows the packets sent and received, which are about the same for every server.",
+    "At -c 1000 each client makes only a few dozen requests, so the figure includes accepting and closing "
+    "1,000 connections, and redis-benchmark spends much of the run connecting (hence the low busy shares).",
+    "The asyncio and uvloop servers run the same protocol object and parser as the evio clone; only the event "
+    "loop differs. redis-server is the real one, written in C.",
+    "A shared, virtual 2-CPU machine is noisy: figures move by tens of percent from round to round (the ± "
+    "column); ratios, measured side by side within a round, move less. Runs during which other people's "
+    "processes used more than a set share of a CPU were measured again; the header says how many.",
     "PyPy runs after a warm-up pass (every test once, unmeasured) given to every server alike, so its JIT has "
-    "compiled the hot paths; its memory figures include the JIT.",
+    "compiled the hot paths. Its memory at start includes the JIT and a large GC nursery, hence its RSS.",
 )
 
 
