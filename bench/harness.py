@@ -559,6 +559,23 @@ def interpreter_info(executable: str, env: Mapping[str, str] | None = None) -> d
     return info
 
 
+def source_revision(repo: Path, paths: Sequence[str] = ()) -> str:
+    """The git commit measured, e.g. 'a1b2c3d', with ' (+ uncommitted changes)' when `paths` differ from it."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no", "--", *paths],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return head + (" (+ uncommitted changes)" if dirty else "")
+
+
 def this_interpreter() -> str:
     """The Python running the benchmark, e.g. 'CPython 3.11.7'."""
     return f"{platform.python_implementation()} {platform.python_version()}"

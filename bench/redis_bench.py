@@ -48,6 +48,7 @@ from harness import (
     process_cpu_seconds,
     raise_fd_limit,
     run_client,
+    source_revision,
     terminate_becomes_interrupt,
     wait_for_others,
     write_json,
@@ -451,7 +452,8 @@ def render_markdown(report: dict[str, Any], contenders: Sequence[Contender], loa
         "(every test against every server in turn, in a rotated order); "
         "figures are medians over rounds; a ratio is the median over rounds of the server's figure divided by "
         "redis-server's in the same round. "
-        f"Pinning: {meta['pinning']}. Load generator: {meta['redis_benchmark']}, on loopback.",
+        f"Pinning: {meta['pinning']}. Load generator: {meta['redis_benchmark']}, on loopback. "
+        f"Code measured: commit {meta['revision']}.",
         "",
     ]
     out += [
@@ -509,8 +511,8 @@ def render_markdown(report: dict[str, Any], contenders: Sequence[Contender], loa
             out += [
                 f"## {load.label}: server CPU per request",
                 "",
-                "At -P 1 the load generator, not the server, is the bottleneck, so requests/s mostly measure "
-                "redis-benchmark; server CPU time per request is the fair figure. Cells: CPU µs per request "
+                "At -P 1 redis-benchmark, on its one CPU, is near its limit (and so are the slower servers), so "
+                "requests/s bunch together; server CPU time per request is the fair figure. Cells: CPU µs per request "
                 f"(ratio to redis-server; mark: <= {CPU_TARGET}x redis-server and below asyncio and uvloop), "
                 "then requests/s.",
                 "",
@@ -689,6 +691,10 @@ def run(args: argparse.Namespace) -> int:
     raise_fd_limit(max(4096, 2 * max(load.clients for load in loads) + args.idle + 256))
     log(f"pinning: {pinning.describe()}")
     descriptions = {c.key: {**describe(c), "command": c.display()} for c in contenders}
+    revision = source_revision(
+        REPO, ["src", "examples/redis_server.py", "examples/redisclone", "bench/harness.py", "bench/redis_*.py"]
+    )
+    log(f"measuring commit {revision}")
     for c in contenders:
         c.description = descriptions[c.key]
         log(f"{c.label}: {c.description['software']}, {c.description['parser']}, {c.description['loop']}")
@@ -758,6 +764,7 @@ def run(args: argparse.Namespace) -> int:
             "date": datetime.date.today().isoformat(),
             "machine": machine_info(),
             "pinning": pinning.describe(),
+            "revision": revision,
             "redis_benchmark": subprocess.run(
                 ["redis-benchmark", "--version"], capture_output=True, text=True, check=True
             ).stdout.strip(),
