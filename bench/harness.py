@@ -2,15 +2,18 @@
 
 Nothing here knows about Redis or HTTP. A suite starts each server under test with `ServerProcess`
 (its own process group, pinned with `taskset`, ready once its port accepts connections), runs a load
-generator with `run_client` on another CPU, reads the server's CPU time and memory from `/proc`
-around each run, and writes what it found with `write_json`, `markdown_table` and `bar_chart`.
-Linux only: the figures come from `/proc`.
+generator on another CPU with `measure_run`, which reads the server's CPU time and other processes'
+from `/proc` around the run, turns each run into a `Sample`, has `DisturbedRuns` measure it again
+when other processes disturbed it, and writes what it found with `write_json`, `run_figures`,
+`markdown_table` and `bar_chart`. Linux only: the figures come from `/proc`.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
+import math
 import os
 import platform
 import resource
@@ -19,6 +22,7 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,10 +30,12 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, TypeVar
 
 LOOPBACK = "127.0.0.1"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # the unit of utime and stime in /proc/PID/stat
+
+T = TypeVar("T")
 
 
 class BenchError(RuntimeError):
@@ -184,28 +190,12 @@ def others_cpu_seconds(before: Mapping[int, float], after: Mapping[int, float], 
     return sum(t - before.get(pid, 0.0) for pid, t in after.items() if pid not in skip)
 
 
-def wait_until_quiet(cpus: Sequence[int], *, below: float, timeout: float, sample: float = 1.0) -> float:
-    """Wait up to `timeout` seconds for `cpus` to be busy less than `below` of a `sample`-second window.
-
-    Returns the busy share last seen (per CPU, 0.0 to 1.0), whether or not it got below. Busy time
-    includes kernel threads, interrupts and the benchmark's own processes; `wait_for_others` counts
-    only processes that are not the benchmark's.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        before = cpu_times(cpus)
-        time.sleep(sample)
-        share = (cpu_times(cpus) - before).busy / sample / max(len(cpus), 1)
-        if share < below or time.monotonic() >= deadline:
-            return share
-
-
 def wait_for_others(mine: Iterable[int], *, below: float, timeout: float, sample: float = 1.0) -> float:
     """Wait up to `timeout` seconds for processes other than `mine` to use less than `below` of a CPU.
 
     Returns the share last seen (of one CPU, over a `sample`-second window), whether or not it got
     below: on a shared machine a benchmark had better run when no one else is running one, and say
-    so when it could not.
+    so when it could not. Kernel threads do not count: they do the benchmark's own network work.
     """
     mine = [os.getpid(), *mine]
     deadline = time.monotonic() + timeout
@@ -432,6 +422,124 @@ def terminate_becomes_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+# -- measured runs ----------------------------------------------------------------------------------------------
+
+QUIET = 0.1  # other processes using less than this share of a CPU: the machine is quiet enough to measure
+
+
+@dataclass
+class Sample:
+    """One load-generator run against one server: requests/s, the server's CPU time, and what disturbed it."""
+
+    rps: float
+    cpu_seconds: float
+    requests: int
+    wall_seconds: float
+    # While it ran: CPU time of processes that are not part of the benchmark (someone else's work on a
+    # shared machine), and time the hypervisor took from the CPUs we use.
+    others_seconds: float = 0.0
+    steal_seconds: float = 0.0
+
+    @property
+    def disturbance(self) -> float:
+        """Other processes' CPU time during the run, as a share of one CPU."""
+        return self.others_seconds / self.wall_seconds
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return self.cpu_seconds / self.requests * 1e6
+
+    @property
+    def server_busy(self) -> float:
+        """The share of the run's wall time the server spent on a CPU: near 1.0, the server was the bottleneck."""
+        return self.cpu_seconds / self.wall_seconds
+
+    def as_json(self) -> dict[str, Any]:
+        """The fields for a report: a subclass's own fields come before the two about disturbance."""
+        disturbance = ("others_seconds", "steal_seconds")
+        own = {name: value for name, value in vars(self).items() if name not in disturbance}
+        return {**own, **{name: getattr(self, name) for name in disturbance}}
+
+
+S = TypeVar("S", bound=Sample)
+
+
+@dataclass(frozen=True)
+class MeasuredRun:
+    """A load generator's run, the server's CPU time over it, and what else used the machine meanwhile."""
+
+    client: ClientRun
+    server_cpu_seconds: float
+    others_seconds: float  # CPU time of processes outside the benchmark
+    steal_seconds: float  # time the hypervisor took from the server's and the load generator's CPUs
+
+
+def measure_run(
+    server: ServerProcess, argv: Sequence[str], pinning: Pinning, mine: Iterable[int], *, timeout: float
+) -> MeasuredRun:
+    """Run the load generator `argv` against `server`, reading the server's CPU time before and after.
+
+    `mine` are the benchmark's other processes (the idle servers): their CPU time is not a disturbance.
+    BenchError if the server is not running before or after the run.
+    """
+    server.check_alive()
+    cpus = sorted({*pinning.server_cpus, *pinning.client_cpus})
+    others_before, cpus_before, before = process_cpu_seconds(), cpu_times(cpus), server.cpu_seconds()
+    run = run_client(argv, cpus=pinning.client_cpus, timeout=timeout)
+    after, on_cpus, others_after = server.cpu_seconds(), cpu_times(cpus) - cpus_before, process_cpu_seconds()
+    server.check_alive()
+    others = others_cpu_seconds(others_before, others_after, [os.getpid(), *mine])
+    return MeasuredRun(run, after - before, others, on_cpus.steal)
+
+
+class DisturbedRuns:
+    """Measures a run again when processes outside the benchmark disturbed it, after waiting for quiet.
+
+    A run is disturbed when they used more than `max_other` of a CPU during it; it is measured again
+    up to `retries` times, each after waiting (at most 30 s) for them to use less than QUIET. The waits
+    together take at most `patience` seconds; after that, disturbed runs are kept as they are.
+    """
+
+    def __init__(self, mine: Iterable[int], *, max_other: float, retries: int, patience: float) -> None:
+        self.mine = list(mine)  # the benchmark's own processes (the servers)
+        self.max_other = max_other
+        self.retries = retries
+        self.patience = patience  # seconds of waiting left
+        self.retried = 0  # runs measured again
+
+    def wait_for_quiet(self, timeout: float) -> float:
+        """Wait up to `timeout` seconds for a quiet machine before measuring; the share of a CPU others used last."""
+        log(f"waiting up to {timeout:.0f} s for other processes to be idle (their load skews ours)")
+        return wait_for_others(self.mine, below=QUIET, timeout=timeout)
+
+    def measure(self, what: str, run: Callable[[], S]) -> S:
+        """`run()`'s sample, measured again while it was disturbed and there are retries and patience left."""
+        sample = run()
+        for _ in range(self.retries):
+            if sample.disturbance <= self.max_other or self.patience <= 0:
+                break
+            log(
+                f"  {what}: other processes used {sample.disturbance:.0%} of a CPU meanwhile: "
+                "waiting for quiet, then measuring again"
+            )
+            self.retried += 1
+            waited = time.monotonic()
+            wait_for_others(self.mine, below=QUIET, timeout=min(30.0, self.patience))
+            self.patience -= time.monotonic() - waited
+            sample = run()
+        return sample
+
+    def still_disturbed(self, samples: Iterable[Sample]) -> int:
+        """How many of the runs kept were disturbed all the same."""
+        return sum(s.disturbance > self.max_other for s in samples)
+
+
+def rotated(items: Sequence[T], by: int) -> list[T]:
+    """`items` starting at index `by` (modulo their number): round r of a benchmark runs the servers in this order."""
+    shift = by % len(items)
+    return [*items[shift:], *items[:shift]]
+
+
 # -- idle connections -------------------------------------------------------------------------------------------
 
 
@@ -597,6 +705,91 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, rig
     return "\n".join("| " + " | ".join(str(cell).replace("|", "\\|") for cell in line) + " |" for line in lines)
 
 
+def median(values: Sequence[float]) -> float:
+    """The median of `values`; nan when there are none."""
+    return statistics.median(values) if values else math.nan
+
+
+def spread(values: Sequence[float]) -> float:
+    """Half the range of `values` relative to their median: 0.03 means within ±3%."""
+    return (max(values) - min(values)) / 2 / median(values) if len(values) > 1 and median(values) else 0.0
+
+
+def run_figures(runs: Sequence[Sample], ref: Sequence[Sample], **extra: Any) -> dict[str, Any]:
+    """The report's figures for one server's `runs` of one load: medians over rounds, and ratios to `ref`.
+
+    `ref` are the reference server's runs, round by round. Ratios pair each run with the reference's in
+    the same round, a few seconds apart, so that the machine's drift over the whole run cancels out;
+    their median is the figure reported. `extra` figures go before the two about disturbance.
+    """
+    return {
+        "rps": median([s.rps for s in runs]),
+        "rps_spread": spread([s.rps for s in runs]),
+        "rps_ratio": median([s.rps / r.rps for s, r in zip(runs, ref)]),
+        "cpu_us_per_request": median([s.cpu_us_per_request for s in runs]),
+        "cpu_ratio": median([s.cpu_us_per_request / r.cpu_us_per_request for s, r in zip(runs, ref)]),
+        "server_busy": median([s.server_busy for s in runs]),
+        **extra,
+        "others_cpu_share": median([s.disturbance for s in runs]),
+        "steal_share": median([s.steal_seconds / s.wall_seconds for s in runs]),
+    }
+
+
+def short_rps(rps: float) -> str:
+    """Requests per second in a few characters: '1.23M', '456k', '7.8k'."""
+    return f"{rps / 1e6:.2f}M" if rps >= 1e6 else f"{rps / 1e3:.0f}k" if rps >= 1e4 else f"{rps / 1e3:.1f}k"
+
+
+def check_mark(met: bool) -> str:
+    """A target met or missed, as the reports show it."""
+    return "✅" if met else "❌"
+
+
+def run_on(meta: Mapping[str, Any]) -> str:
+    """The sentence that opens a report: when and on what machine it ran (ends in '. ')."""
+    m = meta["machine"]
+    return (
+        f"Run on {meta['date']} on {m['cpu_model']} ({m['cpus']} CPUs"
+        f"{', ' + m['virtualized'] if m['virtualized'] else ''}, {m['memory_mib']:,} MiB), {m['kernel']}, {m['os']}. "
+    )
+
+
+def shared_machine(meta: Mapping[str, Any], aside: str = "") -> str:
+    """The paragraph on how busy others kept the machine and how many runs were measured again."""
+    return (
+        f"The machine was shared: processes outside the benchmark used {meta['others_before']:.0%} of a CPU just "
+        f"before the run; {meta['runs_measured_again']} runs were measured again because processes outside the "
+        f"benchmark used more than {meta['max_other']:.0%} of a CPU during them, and "
+        f"{meta['runs_still_disturbed']} of the runs kept were disturbed all the same" + (f" {aside}" if aside else "")
+    ) + "."
+
+
+def servers_section(report: Mapping[str, Any], labels: Mapping[str, str]) -> list[str]:
+    """The report's 'Servers' section: what each server runs on, the builds, and what was not measured.
+
+    `labels` maps each server's key to its label, in the order of the table.
+    """
+    rows = []
+    for key, label in labels.items():
+        d = report["servers"][key]
+        rows.append([label, d["software"], d["parser"], d["loop"], f"`{d['command']}`"])
+    out = ["## Servers", "", markdown_table(["server", "runs on", "parser", "event loop", "command"], rows), ""]
+    builds = sorted({d["build"] for d in report["servers"].values()})
+    out += ["Builds:", "", *[f"- `{b}`" for b in builds], ""]
+    if report["skipped"]:
+        out += ["Not measured: " + "; ".join(f"{k} ({why})" for k, why in report["skipped"].items()) + ".", ""]
+    return out
+
+
+def chart_note(meta: Mapping[str, Any]) -> str:
+    """The line under a chart's title: date, machine, rounds, and whether it was a quick run."""
+    m = meta["machine"]
+    return (
+        f"{meta['date']} · {m['cpu_model']}, {m['cpus']} CPUs · {m['kernel']} · medians of {meta['rounds']} rounds"
+        + (" · QUICK RUN" if meta["quick"] else "")
+    )
+
+
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")  # tab10
 
 
@@ -662,3 +855,113 @@ def bar_chart(path: Path, panels: Sequence[Panel], *, title: str, note: str = ""
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+# -- the runners ------------------------------------------------------------------------------------------------
+
+
+def log(message: str) -> None:
+    """A progress line, on stderr (stdout gets the report)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+class Contender(Protocol):
+    """What `choose_contenders` needs of a server under test."""
+
+    key: str
+    default: bool  # measured unless --servers says otherwise
+
+
+C = TypeVar("C", bound=Contender)
+
+
+def choose_contenders(
+    every: Sequence[C],
+    missing: Mapping[str, str],
+    wanted: Sequence[str] | None,
+    *,
+    reference: str,
+    reference_label: str,
+) -> tuple[list[C], dict[str, str]]:
+    """The servers to measure, and why any of those asked for is left out.
+
+    `wanted` are the keys --servers names (None: every default one); `missing` says why a server
+    cannot run here. SystemExit for unknown keys, and when the `reference` server, which every ratio
+    is to, is not asked for or cannot run.
+    """
+    known = {c.key for c in every}
+    if wanted is not None:
+        unknown = sorted(set(wanted) - known)
+        if unknown:
+            raise SystemExit(f"unknown server(s) {', '.join(unknown)}: choose from {', '.join(sorted(known))}")
+        if reference not in wanted:
+            raise SystemExit(
+                f"--servers must include {reference}: every ratio is to the {reference_label} of the same run"
+            )
+    selected = {c.key for c in every if (c.key in wanted if wanted is not None else c.default)}
+    chosen = [c for c in every if c.key in selected and c.key not in missing]
+    skipped = {key: why for key, why in missing.items() if key in selected}
+    if reference in skipped:
+        raise SystemExit(f"cannot run the benchmark: {skipped[reference]}")
+    return chosen, skipped
+
+
+def display_command(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    repo: Path,
+    placeholders: Sequence[tuple[str, str]] = (("{port}", "PORT"),),
+) -> str:
+    """A server's command as a person would type it in `repo`, the repository's root.
+
+    This interpreter shows as 'python', the program without its folder, paths in `repo` relative to
+    it; each placeholder is replaced in turn (e.g. '{port}' by 'PORT').
+    """
+    inside = str(repo) + os.sep
+    words = []
+    for i, word in enumerate(argv):
+        word = "python" if word == sys.executable else os.path.basename(word) if i == 0 else word
+        word = word.replace(inside, "")
+        for placeholder, shown in placeholders:
+            word = word.replace(placeholder, shown)
+        words.append(word)
+    return shlex.join([f"{k}={v.replace(inside, '')}" for k, v in env.items()] + words)
+
+
+def add_disturbance_arguments(parser: argparse.ArgumentParser) -> None:
+    """--wait-quiet, --max-other and --retries: how `DisturbedRuns` deals with other people's load."""
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        help="seconds to wait at the start for other processes to be idle, and again in all before measuring "
+        "disturbed runs again (default 300; 10 with --quick)",
+    )
+    parser.add_argument(
+        "--max-other",
+        type=float,
+        default=0.2,
+        help="measure a run again (up to --retries times) when processes outside the benchmark used more than "
+        "this share of a CPU during it (default 0.2)",
+    )
+    parser.add_argument("--retries", type=int, default=2, help="how often to measure a disturbed run again (default 2)")
+
+
+def quick_defaults(args: argparse.Namespace, repo: Path) -> None:
+    """Fill in --wait-quiet and --out where they were not given: shorter and a temporary folder with --quick."""
+    if args.wait_quiet is None:
+        args.wait_quiet = 10.0 if args.quick else 300.0
+    if args.out is None:
+        args.out = str(Path(tempfile.gettempdir()) / "evio-bench-quick") if args.quick else str(repo / "docs" / "bench")
+
+
+def run_benchmark(run: Callable[[], int]) -> int:
+    """Call `run` with SIGTERM turned into Ctrl-C: exit status 1 when it fails, 130 when it is interrupted."""
+    try:
+        with terminate_becomes_interrupt():
+            return run()
+    except BenchError as e:
+        log(f"benchmark failed: {e}")
+        return 1
+    except KeyboardInterrupt:
+        log("interrupted: every server started has been stopped")
+        return 130

@@ -5,15 +5,19 @@ from __future__ import annotations
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from harness import (
     CLOCK_TICKS,
     BenchError,
+    DisturbedRuns,
+    Sample,
     ServerProcess,
     cpu_seconds,
     cpu_times,
+    display_command,
     free_port,
     idle_connections,
     markdown_table,
@@ -23,7 +27,9 @@ from harness import (
     parse_proc_stat_ticks,
     parse_proc_status_kib,
     process_cpu_seconds,
+    rotated,
     run_client,
+    run_figures,
     usable_cpus,
 )
 from redis_bench import Contender, make_loads, parse_benchmark_output
@@ -182,3 +188,43 @@ def test_run_client_returns_output_and_fails_loudly() -> None:
     assert parse_benchmark_output(run.stdout) == {"PING_INLINE": 1.0}
     with pytest.raises(BenchError, match="exited with status 2"):
         run_client([sys.executable, "-c", "import sys; sys.stderr.write('bad'); sys.exit(2)"])
+
+
+def test_disturbed_runs_are_measured_again_until_quiet_or_out_of_retries() -> None:
+    runs = iter([Sample(1.0, 0.5, 10, 1.0, others_seconds=0.9), Sample(2.0, 0.5, 10, 1.0, others_seconds=0.05)])
+    disturbed = DisturbedRuns([], max_other=0.2, retries=2, patience=1.0)
+    kept = disturbed.measure("test", lambda: next(runs))
+    assert (kept.rps, disturbed.retried) == (2.0, 1)
+    assert disturbed.still_disturbed([kept, Sample(1.0, 0.5, 10, 1.0, others_seconds=0.3)]) == 1
+    out_of_patience = DisturbedRuns([], max_other=0.2, retries=2, patience=0.0)
+    assert out_of_patience.measure("test", lambda: Sample(1.0, 0.5, 10, 1.0, others_seconds=0.9)).rps == 1.0
+    assert out_of_patience.retried == 0
+
+
+def test_sample_figures_keep_the_disturbance_last() -> None:
+    @dataclass
+    class Counted(Sample):
+        errors: int = 0
+
+    runs = [Counted(200.0, 0.5, 100, 1.0, 0.1, 0.0, errors=3), Counted(100.0, 0.5, 100, 1.0)]
+    assert list(runs[0].as_json()) == [
+        "rps",
+        "cpu_seconds",
+        "requests",
+        "wall_seconds",
+        "errors",
+        "others_seconds",
+        "steal_seconds",
+    ]
+    figures = run_figures(runs, [Sample(100.0, 1.0, 100, 1.0)] * 2, errors=3)
+    assert list(figures)[-3:] == ["errors", "others_cpu_share", "steal_share"]
+    assert (figures["rps"], figures["rps_spread"], figures["rps_ratio"], figures["cpu_ratio"]) == (150, 1 / 3, 1.5, 0.5)
+
+
+def test_rotated_and_display_command() -> None:
+    assert [rotated("abc", r) for r in range(4)] == [list("abc"), list("bca"), list("cab"), list("abc")]
+    repo = Path("/srv/repo")
+    argv = [sys.executable, "/srv/repo/examples/x.py", "--port", "{port}", "-c", "{conf}"]
+    placeholders = (("{conf}", "{dir}/x.conf"), ("{port}", "PORT"), ("{dir}", "DIR"))
+    shown = display_command(argv, {"PYTHONPATH": "/srv/repo/src"}, repo, placeholders)
+    assert shown == "PYTHONPATH=src python examples/x.py --port PORT -c DIR/x.conf"
