@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import importlib.util
-import math
 import os
 import re
-import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,24 +30,36 @@ from typing import Any
 from harness import (
     LOOPBACK,
     BenchError,
+    DisturbedRuns,
     Panel,
     Pinning,
+    Sample,
     ServerProcess,
+    add_disturbance_arguments,
     bar_chart,
-    cpu_times,
+    chart_note,
+    check_mark,
+    choose_contenders,
+    display_command,
     free_port,
     idle_connections,
     interpreter_info,
+    log,
     machine_info,
     markdown_table,
-    others_cpu_seconds,
+    measure_run,
+    median,
     plan_pinning,
-    process_cpu_seconds,
+    quick_defaults,
     raise_fd_limit,
-    run_client,
+    rotated,
+    run_benchmark,
+    run_figures,
+    run_on,
+    servers_section,
+    shared_machine,
+    short_rps,
     source_revision,
-    terminate_becomes_interrupt,
-    wait_for_others,
     write_json,
 )
 
@@ -143,13 +152,7 @@ class Contender:
 
     def display(self) -> str:
         """The command as a person would type it in the repository's root."""
-        words = [
-            "python" if word == sys.executable else os.path.basename(word) if i == 0 else word
-            for i, word in enumerate(self.argv)
-        ]
-        words = [word.replace(str(REPO) + os.sep, "").replace("{port}", "PORT") for word in words]
-        env = [f"{k}={v.replace(str(REPO) + os.sep, '')}" for k, v in self.env.items()]
-        return shlex.join(env + words)
+        return display_command(self.argv, self.env, REPO)
 
 
 def find_contenders(wanted: Sequence[str] | None) -> tuple[list[Contender], dict[str, str]]:
@@ -208,19 +211,7 @@ def find_contenders(wanted: Sequence[str] | None) -> tuple[list[Contender], dict
         missing["asyncio"] = missing["uvloop"] = "bench/redis_asyncio_server.py does not exist"
     if importlib.util.find_spec("uvloop") is None:
         missing["uvloop"] = f"uvloop is not installed for {python}"
-    known = {c.key for c in every}
-    if wanted is not None:
-        unknown = sorted(set(wanted) - known)
-        if unknown:
-            raise SystemExit(f"unknown server(s) {', '.join(unknown)}: choose from {', '.join(sorted(known))}")
-        if "redis" not in wanted:
-            raise SystemExit("--servers must include redis: every ratio is to the redis-server of the same run")
-    selected = {c.key for c in every if (c.key in wanted if wanted is not None else c.default)}
-    chosen = [c for c in every if c.key in selected and c.key not in missing]
-    skipped = {key: why for key, why in missing.items() if key in selected}
-    if "redis" in skipped:
-        raise SystemExit(f"cannot run the benchmark: {skipped['redis']}")
-    return chosen, skipped
+    return choose_contenders(every, missing, wanted, reference="redis", reference_label="redis-server")
 
 
 def describe(contender: Contender) -> dict[str, str]:
@@ -253,34 +244,6 @@ def describe(contender: Contender) -> dict[str, str]:
     }
 
 
-@dataclass
-class Sample:
-    """One redis-benchmark run against one server."""
-
-    rps: float
-    cpu_seconds: float
-    requests: int
-    wall_seconds: float
-    # While it ran: CPU time of processes that are not part of the benchmark (someone else's work on a
-    # shared machine), and time the hypervisor took from the CPUs we use.
-    others_seconds: float = 0.0
-    steal_seconds: float = 0.0
-
-    @property
-    def disturbance(self) -> float:
-        """Other processes' CPU time during the run, as a share of one CPU."""
-        return self.others_seconds / self.wall_seconds
-
-    @property
-    def cpu_us_per_request(self) -> float:
-        return self.cpu_seconds / self.requests * 1e6
-
-    @property
-    def server_busy(self) -> float:
-        """The share of the run's wall time the server spent on a CPU: near 1.0, the server was the bottleneck."""
-        return self.cpu_seconds / self.wall_seconds
-
-
 def measure(
     server: ServerProcess,
     load: Load,
@@ -293,21 +256,16 @@ def measure(
 
     `mine` are the benchmark's other processes (the idle servers): their CPU time is not a disturbance.
     """
-    server.check_alive()
     n = load.requests if requests is None else requests
-    cpus = sorted({*pinning.server_cpus, *pinning.client_cpus})
-    others_before, cpus_before, before = process_cpu_seconds(), cpu_times(cpus), server.cpu_seconds()
-    run = run_client(load.argv(server.port, test, n), cpus=pinning.client_cpus, timeout=120 + n / 2000)
-    after, on_cpus, others_after = server.cpu_seconds(), cpu_times(cpus) - cpus_before, process_cpu_seconds()
-    server.check_alive()
+    measured = measure_run(server, load.argv(server.port, test, n), pinning, mine, timeout=120 + n / 2000)
+    run = measured.client
     rps = parse_benchmark_output(run.stdout).get(test)
     if rps is None:
         raise BenchError(
             f"redis-benchmark printed no {test} result against {server.name}\n"
             f"stdout: {run.stdout[-500:]!r}\nstderr: {run.stderr[-500:]!r}"
         )
-    others = others_cpu_seconds(others_before, others_after, [os.getpid(), *mine])
-    return Sample(rps, after - before, n, run.seconds, others, on_cpus.steal)
+    return Sample(rps, measured.server_cpu_seconds, n, run.seconds, measured.others_seconds, measured.steal_seconds)
 
 
 def measure_idle_memory(contender: Contender, pinning: Pinning, idle: int) -> dict[str, int]:
@@ -328,15 +286,6 @@ def measure_idle_memory(contender: Contender, pinning: Pinning, idle: int) -> di
         return {"rss_start_kib": start, "rss_idle_kib": held["VmRSS"], "peak_idle_kib": held["VmHWM"]}
 
 
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else math.nan
-
-
-def spread(values: Sequence[float]) -> float:
-    """Half the range of `values` relative to their median: 0.03 means within ±3%."""
-    return (max(values) - min(values)) / 2 / median(values) if len(values) > 1 and median(values) else 0.0
-
-
 def summarize(
     contenders: Sequence[Contender],
     loads: Sequence[Load],
@@ -350,20 +299,7 @@ def summarize(
         for load in loads:
             tests_out: dict[str, Any] = {}
             for test in TESTS:
-                runs = samples[c.key][load.key][test]
-                ref = samples["redis"][load.key][test]
-                # Ratios pair each run with redis-server's in the same round, a few seconds apart, so that
-                # the machine's drift over the whole run cancels out; their median is the figure reported.
-                tests_out[test] = {
-                    "rps": median([s.rps for s in runs]),
-                    "rps_spread": spread([s.rps for s in runs]),
-                    "rps_ratio": median([s.rps / r.rps for s, r in zip(runs, ref)]),
-                    "cpu_us_per_request": median([s.cpu_us_per_request for s in runs]),
-                    "cpu_ratio": median([s.cpu_us_per_request / r.cpu_us_per_request for s, r in zip(runs, ref)]),
-                    "server_busy": median([s.server_busy for s in runs]),
-                    "others_cpu_share": median([s.disturbance for s in runs]),
-                    "steal_share": median([s.steal_seconds / s.wall_seconds for s in runs]),
-                }
+                tests_out[test] = run_figures(samples[c.key][load.key][test], samples["redis"][load.key][test])
             loads_out[load.key] = tests_out
         mem = memory[c.key]
         per_server[c.key] = {
@@ -424,14 +360,6 @@ def check_targets(
 # -- report -----------------------------------------------------------------------------------------------------
 
 
-def _k(rps: float) -> str:
-    return f"{rps / 1e6:.2f}M" if rps >= 1e6 else f"{rps / 1e3:.0f}k" if rps >= 1e4 else f"{rps / 1e3:.1f}k"
-
-
-def _mark(met: bool) -> str:
-    return "✅" if met else "❌"
-
-
 def _mib(kib: float) -> str:
     return f"{kib / 1024:.1f} MiB"
 
@@ -439,16 +367,13 @@ def _mib(kib: float) -> str:
 def render_markdown(report: dict[str, Any], contenders: Sequence[Contender], loads: Sequence[Load]) -> str:
     """The report as Markdown: setup, targets, one table per load, memory, and what was and was not measured."""
     meta = report["meta"]
-    m = meta["machine"]
     summary = report["summary"]["servers"]
     keys = {c.key for c in contenders}
     met_by = {(t["server"], t["load"], t["test"]): t["met"] for t in report["summary"]["targets"]}
     out = [
         "# Redis benchmark: the evio clone against redis-server, asyncio and uvloop",
         "",
-        f"Run on {meta['date']} on {m['cpu_model']} ({m['cpus']} CPUs"
-        f"{', ' + m['virtualized'] if m['virtualized'] else ''}, {m['memory_mib']:,} MiB), {m['kernel']}, {m['os']}. "
-        f"{meta['rounds']} round{'s' if meta['rounds'] != 1 else ''}, interleaved "
+        run_on(meta) + f"{meta['rounds']} round{'s' if meta['rounds'] != 1 else ''}, interleaved "
         "(every test against every server in turn, in a rotated order); "
         "figures are medians over rounds; a ratio is the median over rounds of the server's figure divided by "
         "redis-server's in the same round. "
@@ -456,26 +381,10 @@ def render_markdown(report: dict[str, Any], contenders: Sequence[Contender], loa
         f"Code measured: commit {meta['revision']}.",
         "",
     ]
-    out += [
-        f"The machine was shared: processes outside the benchmark used {meta['others_before']:.0%} of a CPU just "
-        "before the run; "
-        f"{meta['runs_measured_again']} runs were measured again because processes outside the benchmark used "
-        f"more than {meta['max_other']:.0%} of a CPU during them, and "
-        f"{meta['runs_still_disturbed']} of the runs kept were disturbed all the same "
-        "(see the notes under each table).",
-        "",
-    ]
+    out += [shared_machine(meta, "(see the notes under each table)"), ""]
     if meta["quick"]:
         out += ["**Quick run** (`--quick`): short runs, few rounds; a smoke test, not a result.", ""]
-    rows = []
-    for c in contenders:
-        d = report["servers"][c.key]
-        rows.append([c.label, d["software"], d["parser"], d["loop"], f"`{d['command']}`"])
-    out += ["## Servers", "", markdown_table(["server", "runs on", "parser", "event loop", "command"], rows), ""]
-    builds = sorted({d["build"] for d in report["servers"].values()})
-    out += ["Builds:", "", *[f"- `{b}`" for b in builds], ""]
-    if report["skipped"]:
-        out += ["Not measured: " + "; ".join(f"{k} ({why})" for k, why in report["skipped"].items()) + ".", ""]
+    out += servers_section(report, {c.key: c.label for c in contenders})
 
     out += ["## Targets", ""]
     rows = []
@@ -493,7 +402,7 @@ def render_markdown(report: dict[str, Any], contenders: Sequence[Contender], loa
                 for t in checks
                 if not t["met"]
             )
-            result = f"{_mark(hits == len(checks))} {hits} of {len(checks)} met" + (
+            result = f"{check_mark(hits == len(checks))} {hits} of {len(checks)} met" + (
                 f" (missed: {misses})" if misses else ""
             )
             rows.append([c.label, name, result])
@@ -531,12 +440,14 @@ def render_markdown(report: dict[str, Any], contenders: Sequence[Contender], loa
             for test in TESTS:
                 f = summary[c.key]["loads"][load.key][test]
                 met = met_by.get((c.key, load.key, test))
-                mark = "" if met is None else f" {_mark(met)}"
+                mark = "" if met is None else f" {check_mark(met)}"
                 if fair:
-                    cells.append(f"{f['cpu_us_per_request']:.2f} µs ({f['cpu_ratio']:.2f}x){mark} · {_k(f['rps'])}/s")
+                    cells.append(
+                        f"{f['cpu_us_per_request']:.2f} µs ({f['cpu_ratio']:.2f}x){mark} · {short_rps(f['rps'])}/s"
+                    )
                 else:
                     cells.append(
-                        f"{_k(f['rps'])} ±{f['rps_spread'] * 100:.0f}% ({f['rps_ratio']:.2f}x){mark} · "
+                        f"{short_rps(f['rps'])} ±{f['rps_spread'] * 100:.0f}% ({f['rps_ratio']:.2f}x){mark} · "
                         f"{f['cpu_us_per_request']:.2f} µs"
                     )
             rows.append(cells)
@@ -571,7 +482,7 @@ def render_markdown(report: dict[str, Any], contenders: Sequence[Contender], loa
         per_conn = (mem["rss_idle_kib"] - mem["rss_start_kib"]) / idle
         mark = ""
         if c.targeted and "asyncio" in keys:
-            mark = " " + _mark(mem["rss_idle_kib"] < summary["asyncio"]["memory"]["rss_idle_kib"])
+            mark = " " + check_mark(mem["rss_idle_kib"] < summary["asyncio"]["memory"]["rss_idle_kib"])
         rows.append(
             [
                 c.label,
@@ -663,22 +574,15 @@ def chart(report: dict[str, Any], contenders: Sequence[Contender], loads: Sequen
             },
         )
     )
-    meta = report["meta"]
-    m = meta["machine"]
-    note = (
-        f"{meta['date']} · {m['cpu_model']}, {m['cpus']} CPUs · {m['kernel']} · medians of {meta['rounds']} rounds"
-        + (" · QUICK RUN" if meta["quick"] else "")
-    )
     return bar_chart(
-        path, panels, title="evio Redis clone vs redis-server, asyncio, uvloop (redis-benchmark, loopback)", note=note
+        path,
+        panels,
+        title="evio Redis clone vs redis-server, asyncio, uvloop (redis-benchmark, loopback)",
+        note=chart_note(report["meta"]),
     )
 
 
 # -- the run ----------------------------------------------------------------------------------------------------
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -705,9 +609,6 @@ def run(args: argparse.Namespace) -> int:
     memory: dict[str, list[dict[str, int]]] = {c.key: [] for c in contenders}
     servers: dict[str, ServerProcess] = {}
     peak: dict[str, int] = {}
-    retried = 0
-    patience = args.wait_quiet  # seconds, in all, to wait for quiet before measuring disturbed runs again
-    busy_before = math.nan
     try:
         for c in contenders:
             port = free_port()
@@ -715,37 +616,26 @@ def run(args: argparse.Namespace) -> int:
                 c.label, c.command(port), port=port, cpus=pinning.server_cpus, env=c.env, cwd=tempfile.gettempdir()
             ).start()
         mine = [server.pid for server in servers.values()]
-        log(f"waiting up to {args.wait_quiet:.0f} s for other processes to be idle (their load skews ours)")
-        busy_before = wait_for_others(mine, below=0.1, timeout=args.wait_quiet)
+        # --wait-quiet is also the patience, in all, for waiting for quiet before measuring disturbed runs again.
+        disturbed = DisturbedRuns(mine, max_other=args.max_other, retries=args.retries, patience=args.wait_quiet)
+        busy_before = disturbed.wait_for_quiet(args.wait_quiet)
         log(f"other processes used {busy_before:.0%} of a CPU before the run")
         log(f"warm-up: every test once against every server ({args.warmup:.0%} of a round's requests)")
         for load in loads:
             for test in TESTS:
                 for c in contenders:
                     measure(servers[c.key], load, test, pinning, mine, max(1000, int(load.requests * args.warmup)))
-        order = list(contenders)
         for r in range(args.rounds):
-            shift = r % len(order)
-            order_r = order[shift:] + order[:shift]
+            order_r = rotated(contenders, r)
             for load in loads:
                 for test in TESTS:
                     line = []
                     for c in order_r:
-                        s = measure(servers[c.key], load, test, pinning, mine)
-                        for _ in range(args.retries):
-                            if s.disturbance <= args.max_other or patience <= 0:
-                                break
-                            log(
-                                f"  {c.key} {test}: other processes used {s.disturbance:.0%} of a CPU meanwhile: "
-                                "waiting for quiet, then measuring again"
-                            )
-                            retried += 1
-                            waited = time.monotonic()
-                            wait_for_others(mine, below=0.1, timeout=min(30.0, patience))
-                            patience -= time.monotonic() - waited
-                            s = measure(servers[c.key], load, test, pinning, mine)
+                        s = disturbed.measure(
+                            f"{c.key} {test}", functools.partial(measure, servers[c.key], load, test, pinning, mine)
+                        )
                         samples[c.key][load.key][test].append(s)
-                        line.append(f"{c.key} {_k(s.rps)}/s {s.cpu_us_per_request:.2f}µs")
+                        line.append(f"{c.key} {short_rps(s.rps)}/s {s.cpu_us_per_request:.2f}µs")
                     log(f"round {r + 1}/{args.rounds} {load.label} {test}: " + ", ".join(line))
             for c in order_r:
                 memory[c.key].append(measure_idle_memory(c, pinning, args.idle))
@@ -775,13 +665,9 @@ def run(args: argparse.Namespace) -> int:
             "others_before": busy_before,
             "max_other": args.max_other,
             "retries": args.retries,
-            "runs_measured_again": retried,
-            "runs_still_disturbed": sum(
-                s.disturbance > args.max_other
-                for per_load in samples.values()
-                for t in per_load.values()
-                for runs in t.values()
-                for s in runs
+            "runs_measured_again": disturbed.retried,
+            "runs_still_disturbed": disturbed.still_disturbed(
+                s for per_load in samples.values() for t in per_load.values() for runs in t.values() for s in runs
             ),
             "loads": [
                 {
@@ -801,7 +687,7 @@ def run(args: argparse.Namespace) -> int:
         "summary": summarize(contenders, loads, samples, memory),
         "peak_under_load_kib": peak,
         "samples": {
-            key: {lk: {t: [vars(s) for s in runs] for t, runs in tests.items()} for lk, tests in per_load.items()}
+            key: {lk: {t: [s.as_json() for s in runs] for t, runs in tests.items()} for lk, tests in per_load.items()}
             for key, per_load in samples.items()
         },
         "memory_samples": memory,
@@ -839,30 +725,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--warmup", type=float, default=0.3, help="warm-up requests as a fraction of a round's (default 0.3)"
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin servers and redis-benchmark to CPUs")
-    parser.add_argument(
-        "--wait-quiet",
-        type=float,
-        help="seconds to wait at the start for the CPUs to be idle, and again in all before measuring disturbed "
-        "runs again (default 300; 10 with --quick)",
-    )
-    parser.add_argument(
-        "--max-other",
-        type=float,
-        default=0.2,
-        help="measure a run again (up to --retries times) when processes outside the benchmark used more than "
-        "this share of a CPU during it (default 0.2)",
-    )
-    parser.add_argument("--retries", type=int, default=2, help="how often to measure a disturbed run again (default 2)")
+    add_disturbance_arguments(parser)
     parser.add_argument("--out", help="directory for redis.json, redis.md, redis.png (default docs/bench)")
     args = parser.parse_args(argv)
     if args.rounds is None:
         args.rounds = 1 if args.quick else 5
     if args.requests is None:
         args.requests = 10_000 if args.quick else 20_000
-    if args.wait_quiet is None:
-        args.wait_quiet = 10.0 if args.quick else 300.0
-    if args.out is None:
-        args.out = str(Path(tempfile.gettempdir()) / "evio-bench-quick") if args.quick else str(REPO / "docs" / "bench")
+    quick_defaults(args, REPO)
     if args.rounds < 1 or args.requests < 1000 or args.idle < 1:
         parser.error("--rounds must be >= 1, --requests >= 1000, --idle >= 1")
     return args
@@ -870,15 +740,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        with terminate_becomes_interrupt():
-            return run(args)
-    except BenchError as e:
-        log(f"benchmark failed: {e}")
-        return 1
-    except KeyboardInterrupt:
-        log("interrupted: every server started has been stopped")
-        return 130
+    return run_benchmark(lambda: run(args))
 
 
 if __name__ == "__main__":
