@@ -15,17 +15,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import importlib.util
-import math
-import os
 import re
-import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,22 +30,35 @@ from typing import Any
 from harness import (
     LOOPBACK,
     BenchError,
+    DisturbedRuns,
     Panel,
     Pinning,
+    Sample,
     ServerProcess,
+    add_disturbance_arguments,
     bar_chart,
-    cpu_times,
+    chart_note,
+    check_mark,
+    choose_contenders,
+    display_command,
     free_port,
     interpreter_info,
+    log,
     machine_info,
     markdown_table,
-    others_cpu_seconds,
+    measure_run,
+    median,
     plan_pinning,
-    process_cpu_seconds,
+    quick_defaults,
     raise_fd_limit,
+    rotated,
+    run_benchmark,
     run_client,
-    terminate_becomes_interrupt,
-    wait_for_others,
+    run_figures,
+    run_on,
+    servers_section,
+    shared_machine,
+    short_rps,
     write_json,
 )
 
@@ -138,16 +147,8 @@ class Contender:
 
     def display(self) -> str:
         """The command as a person would type it in the repository's root."""
-        words = [
-            "python" if word == sys.executable else os.path.basename(word) if i == 0 else word
-            for i, word in enumerate(self.argv)
-        ]
-        words = [
-            w.replace(str(REPO) + os.sep, "").replace("{port}", "PORT").replace("{dir}", "DIR")
-            for w in (x.replace("{conf}", "{dir}/nginx.conf") for x in words)
-        ]
-        env = [f"{k}={v.replace(str(REPO) + os.sep, '')}" for k, v in self.env.items()]
-        return shlex.join(env + words)
+        placeholders = (("{conf}", "{dir}/nginx.conf"), ("{port}", "PORT"), ("{dir}", "DIR"))
+        return display_command(self.argv, self.env, REPO, placeholders)
 
 
 def find_contenders(wanted: Sequence[str] | None) -> tuple[list[Contender], dict[str, str]]:
@@ -200,19 +201,7 @@ def find_contenders(wanted: Sequence[str] | None) -> tuple[list[Contender], dict
     for module in ("uvicorn", "httptools", "uvloop"):
         if importlib.util.find_spec(module) is None:
             missing["uvicorn"] = f"{module} is not installed for {python} (pip install -e '.[bench]')"
-    known = {c.key for c in every}
-    if wanted is not None:
-        unknown = sorted(set(wanted) - known)
-        if unknown:
-            raise SystemExit(f"unknown server(s) {', '.join(unknown)}: choose from {', '.join(sorted(known))}")
-        if "nginx" not in wanted:
-            raise SystemExit("--servers must include nginx: every ratio is to the nginx of the same run")
-    selected = {c.key for c in every if (c.key in wanted if wanted is not None else c.default)}
-    chosen = [c for c in every if c.key in selected and c.key not in missing]
-    skipped = {key: why for key, why in missing.items() if key in selected}
-    if "nginx" in skipped:
-        raise SystemExit(f"cannot run the benchmark: {skipped['nginx']}")
-    return chosen, skipped
+    return choose_contenders(every, missing, wanted, reference="nginx", reference_label="nginx")
 
 
 def describe(contender: Contender) -> dict[str, str]:
@@ -249,55 +238,36 @@ def parse_wrk(text: str) -> tuple[int, float, int]:
 
 
 @dataclass
-class Sample:
+class WrkSample(Sample):
     """One wrk run against one server."""
 
-    rps: float
-    cpu_seconds: float
-    requests: int
-    wall_seconds: float
-    errors: int = 0
-    # While it ran: CPU time of processes that are not part of the benchmark (someone else's work on a
-    # shared machine), and time the hypervisor took from the CPUs we use.
-    others_seconds: float = 0.0
-    steal_seconds: float = 0.0
-
-    @property
-    def disturbance(self) -> float:
-        """Other processes' CPU time during the run, as a share of one CPU."""
-        return self.others_seconds / self.wall_seconds
-
-    @property
-    def cpu_us_per_request(self) -> float:
-        return self.cpu_seconds / self.requests * 1e6
-
-    @property
-    def server_busy(self) -> float:
-        return self.cpu_seconds / self.wall_seconds
+    errors: int = 0  # socket errors and responses other than 2xx or 3xx
 
 
 def measure(
     server: ServerProcess, load: Load, pinning: Pinning, duration: float, lua: Path, mine: Sequence[int]
-) -> Sample:
+) -> WrkSample:
     """One wrk run of `load` against `server`, reading the server's CPU time before and after.
 
     `mine` are the benchmark's other processes (the idle servers): their CPU time is not a disturbance.
     """
-    server.check_alive()
     argv = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{duration:g}s"]
     if load.pipeline > 1:
         argv += ["-s", str(lua)]
     argv.append(f"http://{LOOPBACK}:{server.port}/plaintext")
-    cpus = sorted({*pinning.server_cpus, *pinning.client_cpus})
-    others_before, cpus_before, before = process_cpu_seconds(), cpu_times(cpus), server.cpu_seconds()
-    run = run_client(argv, cpus=pinning.client_cpus, timeout=duration + 60)
-    after, on_cpus, others_after = server.cpu_seconds(), cpu_times(cpus) - cpus_before, process_cpu_seconds()
-    server.check_alive()
-    requests, seconds, errors = parse_wrk(run.stdout)
+    measured = measure_run(server, argv, pinning, mine, timeout=duration + 60)
+    requests, seconds, errors = parse_wrk(measured.client.stdout)
     if not requests:
-        raise BenchError(f"wrk completed no request against {server.name}:\n{run.stdout[-1000:]}")
-    others = others_cpu_seconds(others_before, others_after, [os.getpid(), *mine])
-    return Sample(requests / seconds, after - before, requests, seconds, errors, others, on_cpus.steal)
+        raise BenchError(f"wrk completed no request against {server.name}:\n{measured.client.stdout[-1000:]}")
+    return WrkSample(
+        requests / seconds,
+        measured.server_cpu_seconds,
+        requests,
+        seconds,
+        others_seconds=measured.others_seconds,
+        steal_seconds=measured.steal_seconds,
+        errors=errors,
+    )
 
 
 @dataclass
@@ -323,35 +293,18 @@ def download(server: ServerProcess, pinning: Pinning) -> Download:
     return Download(BIG_FILE / float(seconds) / 1e6, cpu, float(seconds))
 
 
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else math.nan
-
-
-def spread(values: Sequence[float]) -> float:
-    """Half the range of `values` relative to their median: 0.03 means within ±3%."""
-    return (max(values) - min(values)) / 2 / median(values) if len(values) > 1 and median(values) else 0.0
-
-
 def summarize(
-    contenders: Sequence[Contender], samples: dict[str, dict[str, list[Sample]]], downloads: dict[str, list[Download]]
+    contenders: Sequence[Contender],
+    samples: dict[str, dict[str, list[WrkSample]]],
+    downloads: dict[str, list[Download]],
 ) -> dict[str, Any]:
     """Medians, ratios to nginx (paired by round), and the targets met or missed."""
     per_server: dict[str, Any] = {}
     for c in contenders:
         loads: dict[str, Any] = {}
         for load in LOADS:
-            runs, ref = samples[c.key][load.key], samples["nginx"][load.key]
-            loads[load.key] = {
-                "rps": median([s.rps for s in runs]),
-                "rps_spread": spread([s.rps for s in runs]),
-                "rps_ratio": median([s.rps / r.rps for s, r in zip(runs, ref)]),
-                "cpu_us_per_request": median([s.cpu_us_per_request for s in runs]),
-                "cpu_ratio": median([s.cpu_us_per_request / r.cpu_us_per_request for s, r in zip(runs, ref)]),
-                "server_busy": median([s.server_busy for s in runs]),
-                "errors": sum(s.errors for s in runs),
-                "others_cpu_share": median([s.disturbance for s in runs]),
-                "steal_share": median([s.steal_seconds / s.wall_seconds for s in runs]),
-            }
+            runs = samples[c.key][load.key]
+            loads[load.key] = run_figures(runs, samples["nginx"][load.key], errors=sum(s.errors for s in runs))
         out: dict[str, Any] = {"loads": loads}
         if downloads.get(c.key):
             got = downloads[c.key]
@@ -365,7 +318,7 @@ def summarize(
 
 
 def check_targets(
-    contenders: Sequence[Contender], samples: dict[str, dict[str, list[Sample]]], per_server: dict[str, Any]
+    contenders: Sequence[Contender], samples: dict[str, dict[str, list[WrkSample]]], per_server: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """Each target of the issue, per evio server: {"server", "target", "value", "met"}."""
     checks: list[dict[str, Any]] = []
@@ -407,14 +360,6 @@ def check_targets(
 # -- report -----------------------------------------------------------------------------------------------------
 
 
-def _k(rps: float) -> str:
-    return f"{rps / 1e6:.2f}M" if rps >= 1e6 else f"{rps / 1e3:.0f}k" if rps >= 1e4 else f"{rps / 1e3:.1f}k"
-
-
-def _mark(met: bool) -> str:
-    return "✅" if met else "❌"
-
-
 NOTES = (
     "Measured: wrk's requests/s for GET /plaintext (13-byte body) with one wrk thread and 100 connections, "
     f"without pipelining and {PIPELINE_DEPTH} requests deep; the server's user+system CPU time over each run "
@@ -442,39 +387,28 @@ NOTES = (
 def render_markdown(report: dict[str, Any], contenders: Sequence[Contender]) -> str:
     """The report as Markdown: setup, targets, one table per load, the large file, and what was not measured."""
     meta = report["meta"]
-    m = meta["machine"]
     summary = report["summary"]["servers"]
     out = [
         "# HTTP benchmark: the evio example against nginx and uvicorn",
         "",
-        f"Run on {meta['date']} on {m['cpu_model']} ({m['cpus']} CPUs"
-        f"{', ' + m['virtualized'] if m['virtualized'] else ''}, {m['memory_mib']:,} MiB), {m['kernel']}, {m['os']}. "
-        f"{meta['rounds']} round{'s' if meta['rounds'] != 1 else ''} of {meta['duration']:g} s per load and server, "
+        run_on(meta)
+        + f"{meta['rounds']} round{'s' if meta['rounds'] != 1 else ''} of {meta['duration']:g} s per load and server, "
         "interleaved (every load against every server in turn, in a rotated order); figures are medians over "
         "rounds; a ratio is the median over rounds of the server's figure divided by nginx's in the same round. "
         f"Pinning: {meta['pinning']}. Load generator: {meta['wrk']}, 1 thread, {CONNECTIONS} connections, "
         "on loopback.",
         "",
-        f"The machine was shared: processes outside the benchmark used {meta['others_before']:.0%} of a CPU just "
-        f"before the run; {meta['runs_measured_again']} runs were measured again because processes outside the "
-        f"benchmark used more than {meta['max_other']:.0%} of a CPU during them, and "
-        f"{meta['runs_still_disturbed']} of the runs kept were disturbed all the same.",
+        shared_machine(meta),
         "",
     ]
     if meta["quick"]:
         out += ["**Quick run** (`--quick`): short runs, one round; a smoke test, not a result.", ""]
-    rows = [
-        [c.label, report["servers"][c.key]["software"], c.parser, c.loop, f"`{report['servers'][c.key]['command']}`"]
-        for c in contenders
-    ]
-    out += ["## Servers", "", markdown_table(["server", "runs on", "parser", "event loop", "command"], rows), ""]
-    out += ["Builds:", "", *[f"- `{b}`" for b in sorted({d["build"] for d in report["servers"].values()})], ""]
-    if report["skipped"]:
-        out += ["Not measured: " + "; ".join(f"{k} ({why})" for k, why in report["skipped"].items()) + ".", ""]
+    out += servers_section(report, {c.key: c.label for c in contenders})
 
     labels = {c.key: c.label for c in contenders}
     rows = [
-        [labels[t["server"]], t["target"], f"{_mark(t['met'])} {t['value']:.2f}x"] for t in report["summary"]["targets"]
+        [labels[t["server"]], t["target"], f"{check_mark(t['met'])} {t['value']:.2f}x"]
+        for t in report["summary"]["targets"]
     ]
     out += ["## Targets", "", markdown_table(["server", "target", "result"], rows), ""]
 
@@ -493,7 +427,7 @@ def render_markdown(report: dict[str, Any], contenders: Sequence[Contender]) -> 
             rows.append(
                 [
                     c.label,
-                    f"{_k(f['rps'])} ±{f['rps_spread'] * 100:.0f}%",
+                    f"{short_rps(f['rps'])} ±{f['rps_spread'] * 100:.0f}%",
                     f"{f['rps_ratio']:.2f}x",
                     f"{f['cpu_us_per_request']:.2f} µs",
                     f"{f['cpu_ratio']:.2f}x",
@@ -567,20 +501,15 @@ def chart(report: dict[str, Any], contenders: Sequence[Contender], path: Path) -
             {c.label: [summary[c.key]["large_file"]["mb_per_s"]] for c in contenders if "large_file" in summary[c.key]},
         ),
     ]
-    meta = report["meta"]
-    m = meta["machine"]
-    note = (
-        f"{meta['date']} · {m['cpu_model']}, {m['cpus']} CPUs · {m['kernel']} · medians of {meta['rounds']} rounds"
-        + (" · QUICK RUN" if meta["quick"] else "")
+    return bar_chart(
+        path,
+        panels,
+        title="evio HTTP example vs nginx and uvicorn (wrk -t1 -c100, loopback)",
+        note=chart_note(report["meta"]),
     )
-    return bar_chart(path, panels, title="evio HTTP example vs nginx and uvicorn (wrk -t1 -c100, loopback)", note=note)
 
 
 # -- the run ----------------------------------------------------------------------------------------------------
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def make_workdir() -> Path:
@@ -608,11 +537,9 @@ def run(args: argparse.Namespace) -> int:
     workdir = make_workdir()
     lua = workdir / "pipeline.lua"
     lua.write_text(PIPELINE_LUA)
-    samples: dict[str, dict[str, list[Sample]]] = {c.key: {load.key: [] for load in LOADS} for c in contenders}
+    samples: dict[str, dict[str, list[WrkSample]]] = {c.key: {load.key: [] for load in LOADS} for c in contenders}
     downloads: dict[str, list[Download]] = {c.key: [] for c in contenders if c.files}
     servers: dict[str, ServerProcess] = {}
-    retried = 0
-    patience = args.wait_quiet
     try:
         for c in contenders:
             port = free_port()
@@ -620,31 +547,22 @@ def run(args: argparse.Namespace) -> int:
                 c.label, c.command(port, workdir), port=port, cpus=pinning.server_cpus, env=c.env, cwd=str(workdir)
             ).start()
         mine = [server.pid for server in servers.values()]
-        log(f"waiting up to {args.wait_quiet:.0f} s for other processes to be idle (their load skews ours)")
-        busy_before = wait_for_others(mine, below=0.1, timeout=args.wait_quiet)
+        # --wait-quiet is also the patience, in all, for waiting for quiet before measuring disturbed runs again.
+        disturbed = DisturbedRuns(mine, max_other=args.max_other, retries=args.retries, patience=args.wait_quiet)
+        busy_before = disturbed.wait_for_quiet(args.wait_quiet)
         log(f"other processes used {busy_before:.0%} of a CPU; warm-up: every load once against every server")
         for load in LOADS:
             for c in contenders:
                 measure(servers[c.key], load, pinning, args.warmup, lua, mine)
-        order = list(contenders)
         for r in range(args.rounds):
-            shift = r % len(order)
-            order_r = order[shift:] + order[:shift]
             for load in LOADS:
                 line = []
-                for c in order_r:
-                    s = measure(servers[c.key], load, pinning, args.duration, lua, mine)
-                    for _ in range(args.retries):
-                        if s.disturbance <= args.max_other or patience <= 0:
-                            break
-                        log(f"  {c.key}: other processes used {s.disturbance:.0%} of a CPU: waiting, measuring again")
-                        retried += 1
-                        waited = time.monotonic()
-                        wait_for_others(mine, below=0.1, timeout=min(30.0, patience))
-                        patience -= time.monotonic() - waited
-                        s = measure(servers[c.key], load, pinning, args.duration, lua, mine)
+                for c in rotated(contenders, r):
+                    s = disturbed.measure(
+                        c.key, functools.partial(measure, servers[c.key], load, pinning, args.duration, lua, mine)
+                    )
                     samples[c.key][load.key].append(s)
-                    line.append(f"{c.key} {_k(s.rps)}/s {s.cpu_us_per_request:.2f}µs")
+                    line.append(f"{c.key} {short_rps(s.rps)}/s {s.cpu_us_per_request:.2f}µs")
                 log(f"round {r + 1}/{args.rounds} {load.label}: " + ", ".join(line))
         # The first read of the file fills the page cache: a warm-up download per server, unmeasured.
         for n in range(-1, args.downloads):
@@ -659,9 +577,6 @@ def run(args: argparse.Namespace) -> int:
         for server in servers.values():
             server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-
-    def disturbed(s: Sample) -> bool:
-        return bool(s.disturbance > args.max_other)
 
     report: dict[str, Any] = {
         "meta": {
@@ -678,16 +593,16 @@ def run(args: argparse.Namespace) -> int:
             "pipeline_depth": PIPELINE_DEPTH,
             "others_before": busy_before,
             "max_other": args.max_other,
-            "runs_measured_again": retried,
-            "runs_still_disturbed": sum(
-                disturbed(s) for per in samples.values() for runs in per.values() for s in runs
+            "runs_measured_again": disturbed.retried,
+            "runs_still_disturbed": disturbed.still_disturbed(
+                s for per in samples.values() for runs in per.values() for s in runs
             ),
             "command": " ".join(["python", "bench/http_bench.py", *sys.argv[1:]]),
         },
         "servers": {c.key: {"label": c.label, **c.description} for c in contenders},
         "skipped": skipped,
         "summary": summarize(contenders, samples, downloads),
-        "samples": {k: {lk: [vars(s) for s in runs] for lk, runs in per.items()} for k, per in samples.items()},
+        "samples": {k: {lk: [s.as_json() for s in runs] for lk, runs in per.items()} for k, per in samples.items()},
         "downloads": {k: [vars(d) for d in runs] for k, runs in downloads.items()},
     }
     out = Path(args.out)
@@ -714,20 +629,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "(default: all that are available but evio-stdlib)",
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin servers and wrk to CPUs")
-    parser.add_argument(
-        "--wait-quiet",
-        type=float,
-        help="seconds to wait at the start for other processes to be idle, and again in all before measuring "
-        "disturbed runs again (default 300; 10 with --quick)",
-    )
-    parser.add_argument(
-        "--max-other",
-        type=float,
-        default=0.2,
-        help="measure a run again (up to --retries times) when processes outside the benchmark used more than "
-        "this share of a CPU during it (default 0.2)",
-    )
-    parser.add_argument("--retries", type=int, default=2, help="how often to measure a disturbed run again (default 2)")
+    add_disturbance_arguments(parser)
     parser.add_argument("--out", help="directory for http.json, http.md, http.png (default docs/bench)")
     args = parser.parse_args(argv)
     if args.rounds is None:
@@ -736,10 +638,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.duration = 2.0 if args.quick else 5.0
     if args.downloads is None:
         args.downloads = 1 if args.quick else 3
-    if args.wait_quiet is None:
-        args.wait_quiet = 10.0 if args.quick else 300.0
-    if args.out is None:
-        args.out = str(Path(tempfile.gettempdir()) / "evio-bench-quick") if args.quick else str(REPO / "docs" / "bench")
+    quick_defaults(args, REPO)
     if args.rounds < 1 or args.duration <= 0 or args.downloads < 1:
         parser.error("--rounds and --downloads must be >= 1, --duration > 0")
     return args
@@ -747,15 +646,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        with terminate_becomes_interrupt():
-            return run(args)
-    except BenchError as e:
-        log(f"benchmark failed: {e}")
-        return 1
-    except KeyboardInterrupt:
-        log("interrupted: every server started has been stopped")
-        return 130
+    return run_benchmark(lambda: run(args))
 
 
 if __name__ == "__main__":
