@@ -1,6 +1,7 @@
 """examples/http_server.py as a real process, on both backends, with real
-clients: http.client, urllib, curl, and raw sockets whose every response is
-parsed by h11.
+clients: http.client, urllib, curl, and raw sockets; h11 parses every
+response the tests receive (for http.client and urllib, from a copy of the
+bytes they read).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import http.client
+import io
 import os
 import select
 import signal
@@ -187,8 +189,89 @@ class Client:
         assert self.sock.recv(1024) == b""
 
 
+class _RecordingReader(io.RawIOBase):
+    """The socket's bytes as http.client reads them, copied into `record`."""
+
+    def __init__(self, sock: socket.socket, record: bytearray) -> None:
+        self._sock, self._record = sock, record
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        n = self._sock.recv_into(b)
+        self._record += memoryview(b)[:n]
+        return n
+
+
+class _RecordingSocket:
+    """A socket whose `makefile` records what is read through it."""
+
+    def __init__(self, sock: socket.socket, record: bytearray) -> None:
+        self._sock, self._record = sock, record
+
+    def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> io.BufferedReader:
+        return io.BufferedReader(_RecordingReader(self._sock, self._record))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class RecordingHTTPConnection(http.client.HTTPConnection):
+    """http.client's connection, keeping the bytes of every response for h11 to parse as well."""
+
+    record: bytearray
+
+    def connect(self) -> None:
+        super().connect()
+        self.record = bytearray()
+        self.sock = _RecordingSocket(self.sock, self.record)
+
+
+def h11_replies(raw: bytes, methods: list[str]) -> list[tuple[int, bytes]]:
+    """Status and body of each response in `raw` (to requests sent with `methods`), as h11 reads them."""
+    conn = h11.Connection(h11.CLIENT)
+    conn.receive_data(raw)
+    replies = []
+    for method in methods:
+        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+            conn.start_next_cycle()
+        conn.send(h11.Request(method=method, target="/", headers=[("Host", "h")]))
+        conn.send(h11.EndOfMessage())
+        status, body = 0, b""
+        while True:
+            event = conn.next_event()
+            assert event is not h11.NEED_DATA, "h11 needs more bytes than the client received"
+            if isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.Data):
+                body += bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                break
+        replies.append((status, body))
+    assert conn.next_event() in (h11.NEED_DATA, h11.PAUSED), "bytes left over after the last response"
+    return replies
+
+
+class RecordingHandler(urllib.request.HTTPHandler):
+    """urllib's handler over `RecordingHTTPConnection`, remembering each connection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conns: list[RecordingHTTPConnection] = []
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        def connection(host: str, **kwargs: Any) -> RecordingHTTPConnection:
+            conn = RecordingHTTPConnection(host, **kwargs)
+            self.conns.append(conn)
+            return conn
+
+        return self.do_open(connection, req)
+
+
 def test_http_client_keep_alive(server: ServerProcess) -> None:
-    conn = http.client.HTTPConnection(server.host, server.port, timeout=WAIT)
+    conn = RecordingHTTPConnection(server.host, server.port, timeout=WAIT)
+    seen: list[tuple[int, bytes]] = []
     try:
         for path, ctype, body in [
             ("/plaintext", "text/plain", b"Hello, World!"),
@@ -197,7 +280,8 @@ def test_http_client_keep_alive(server: ServerProcess) -> None:
         ]:
             conn.request("GET", path)
             resp = conn.getresponse()
-            assert (resp.status, resp.read()) == (200, body)
+            seen.append((resp.status, resp.read()))
+            assert seen[-1] == (200, body)
             assert resp.getheader("Content-Type") == ctype
             assert resp.getheader("Server") == "evio"
             assert resp.getheader("Content-Length") == str(len(body))
@@ -206,7 +290,9 @@ def test_http_client_keep_alive(server: ServerProcess) -> None:
             assert not resp.will_close
         conn.request("POST", "/echo", body=iter([b"chunk one, ", b"chunk two"]), encode_chunked=True)
         resp = conn.getresponse()
-        assert (resp.status, resp.read()) == (200, b"chunk one, chunk two")
+        seen.append((resp.status, resp.read()))
+        assert seen[-1] == (200, b"chunk one, chunk two")
+        assert h11_replies(bytes(conn.record), ["GET", "GET", "GET", "POST"]) == seen
     finally:
         conn.close()
 
@@ -221,15 +307,22 @@ def test_date_is_refreshed_by_tick(server: ServerProcess) -> None:
 
 
 def test_urllib(server: ServerProcess) -> None:
-    with urllib.request.urlopen(server.url("/hello.txt"), timeout=WAIT) as resp:
+    handler = RecordingHandler()
+    opener = urllib.request.build_opener(handler)
+    with opener.open(server.url("/hello.txt"), timeout=WAIT) as resp:
         assert (resp.status, resp.read(), resp.headers["Content-Type"]) == (200, HELLO, "text/plain")
     with pytest.raises(urllib.error.HTTPError) as info:
-        urllib.request.urlopen(server.url("/missing"), timeout=WAIT)
+        opener.open(server.url("/missing"), timeout=WAIT)
     with info.value:
         assert info.value.code == 404
+        missing_body = info.value.read()
     req = urllib.request.Request(server.url("/echo"), data=b"posted", method="POST")
-    with urllib.request.urlopen(req, timeout=WAIT) as resp:
+    with opener.open(req, timeout=WAIT) as resp:
         assert resp.read() == b"posted"
+    # Every response urllib received, read again by h11.
+    expected = [(200, HELLO), (404, missing_body), (200, b"posted")]
+    methods = ["GET", "GET", "POST"]
+    assert [h11_replies(bytes(c.record), [m])[0] for c, m in zip(handler.conns, methods)] == expected
 
 
 def curl(*args: str) -> bytes:
