@@ -485,15 +485,9 @@ class Loop:
             c._out.extend(_chunks(out, 0))
             c._outlen += size
             return
-        detach_after = False
-        if self._prewrite is not None:
-            act = _check_action("prewrite", self._prewrite(c, size))
-            if act == Action.CLOSE:
-                self._close(c, None)
-                return
-            if act == Action.SHUTDOWN:
-                self._stopping = True
-            detach_after = act == Action.DETACH
+        detach_after = self._before_write(c, size)
+        if detach_after is None:
+            return
         try:
             sent = c._send(out)
         except (BlockingIOError, InterruptedError):
@@ -507,6 +501,18 @@ class Loop:
             self._after_write(c, _check_action("postwrite", self._postwrite(c, sent, c._outlen)))
         if detach_after:
             self._act(c, Action.DETACH)
+
+    def _before_write(self, c: Conn, amount: int) -> bool | None:
+        """Call `prewrite` if overridden: `None` when it closed the connection, else whether to detach after."""
+        if self._prewrite is None:
+            return False
+        act = _check_action("prewrite", self._prewrite(c, amount))
+        if act == Action.CLOSE:
+            self._close(c, None)
+            return None
+        if act == Action.SHUTDOWN:
+            self._stopping = True
+        return act == Action.DETACH
 
     def _keep(self, c: Conn, out: bytes | bytearray | memoryview, sent: int) -> None:
         """Queue what `send` did not take and watch for writability instead of input."""
@@ -526,15 +532,9 @@ class Loop:
         out = c._out
         assert out is not None
         try:
-            detach_after = False
-            if self._prewrite is not None:
-                act = _check_action("prewrite", self._prewrite(c, c._outlen))
-                if act == Action.CLOSE:
-                    self._close(c, None)
-                    return
-                if act == Action.SHUTDOWN:
-                    self._stopping = True
-                detach_after = act == Action.DETACH
+            detach_after = self._before_write(c, c._outlen)
+            if detach_after is None:
+                return
             send = c._send
             sent = 0
             try:
