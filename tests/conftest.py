@@ -6,6 +6,7 @@ import os
 import resource
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any, Callable
 
@@ -15,6 +16,8 @@ import evio
 
 BACKENDS = ("epoll", "portable")
 WAIT = 10.0  # seconds any single wait in a test may take before it fails
+#: A receive buffer, set before connecting, that no large reply fits in: the server's first send is short.
+SMALL_WINDOW = 1 << 16
 
 
 def _raise_fd_limit() -> None:
@@ -41,6 +44,19 @@ def with_backend(addr: str, backend: str) -> str:
     if not sep:
         scheme, rest = "tcp", addr
     return f"{scheme}{'-net' if backend == 'portable' else ''}://{rest}"
+
+
+def local(backend: str) -> str:
+    """An IPv4 loopback address with a port the kernel picks, on `backend`."""
+    return with_backend("tcp4://127.0.0.1:0", backend)
+
+
+def wait_for(condition: Callable[[], bool], what: str = "condition") -> None:
+    """Poll `condition` until it holds, failing the test after `WAIT` seconds."""
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} not met in {WAIT:g} s"
+        time.sleep(0.001)
 
 
 class TestEvents(evio.Events):
@@ -99,19 +115,29 @@ class ServerThread:
     def addr(self, index: int = 0) -> Any:
         return self.server.addrs[index]
 
-    def connect(self, index: int = 0) -> socket.socket:
-        """A blocking client socket connected to listener `index`, with a timeout."""
+    def connect(self, index: int = 0, *, rcvbuf: int | None = None) -> socket.socket:
+        """A blocking client socket connected to listener `index`, with a timeout.
+
+        `rcvbuf` sets `SO_RCVBUF` before connecting, when TCP still negotiates
+        the window from it: set later, it does not shrink what the kernel
+        already offered, and a large reply may go out in one `send`.
+        """
         a = self.addr(index)
         if isinstance(a, str):
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         else:
             s = socket.socket(socket.AF_INET6 if len(a) == 4 else socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         s.settimeout(WAIT)
         s.connect(a if isinstance(a, str) else a[:2])
         return s
 
     def stop(self) -> None:
+        """Stop the server from this thread (`Server.shutdown`, and the tick for subclasses that keep it)."""
         self.events.stop_requested.set()
+        if self.events.server is not None:
+            self.events.server.shutdown()
         self.join()
 
     def join(self, timeout: float = WAIT) -> None:

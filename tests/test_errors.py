@@ -10,17 +10,22 @@ from pathlib import Path
 from typing import Any, Callable, Union
 
 import pytest
-from conftest import WAIT, ServerThread, TestEvents, open_fds, recv_exactly, recv_until_closed, with_backend
+from conftest import (
+    WAIT,
+    ServerThread,
+    TestEvents,
+    local,
+    open_fds,
+    recv_exactly,
+    recv_until_closed,
+    with_backend,
+)
 
 import evio
 from evio.events import DataResult, OpenedResult, TickResult
 
 Start = Callable[..., ServerThread]
 Data = Union[bytes, memoryview, None]
-
-
-def local(backend: str) -> str:
-    return with_backend("tcp4://127.0.0.1:0", backend)
 
 
 class Boom(Exception):

@@ -10,24 +10,22 @@ import time
 from typing import Any, Callable, Union
 
 import pytest
-from conftest import WAIT, ServerThread, TestEvents, recv_exactly, recv_until_closed, with_backend
+from conftest import (
+    SMALL_WINDOW,
+    WAIT,
+    ServerThread,
+    TestEvents,
+    local,
+    recv_exactly,
+    recv_until_closed,
+    wait_for,
+)
 
 import evio
 from evio.events import DataResult, OpenedResult, overridden
 
 Start = Callable[..., ServerThread]
 Data = Union[bytes, memoryview, None]
-
-
-def wait_for(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.001)
-
-
-def local(backend: str) -> str:
-    return with_backend("tcp4://127.0.0.1:0", backend)
 
 
 class Recorder(TestEvents):
@@ -122,10 +120,11 @@ def test_close_with_large_pending_output_writes_all_of_it(start_server: Start, b
 
     ev = Dump()
     st = start_server(ev, local(backend))
-    with st.connect() as c:
+    with st.connect(rcvbuf=SMALL_WINDOW) as c:
+        conn = ev.next("opened")[1]
         c.sendall(b"go")
+        wait_for(lambda: conn.pending > 0, "output pending behind a reader that waits")
         assert recv_until_closed(c) == blob
-    ev.next("opened")
     assert ev.next("closed")[1] is None
 
 
@@ -136,6 +135,7 @@ def test_no_reference_to_a_returned_mutable_buffer(start_server: Start, backend:
         def __init__(self) -> None:
             super().__init__()
             self.kept = bytearray()
+            self.short = threading.Event()
 
         def data(self, conn: evio.Conn, data: Data) -> DataResult:
             self.kept[:] = b"a" * big
@@ -144,11 +144,15 @@ def test_no_reference_to_a_returned_mutable_buffer(start_server: Start, backend:
         def postwrite(self, conn: evio.Conn, amount: int, remaining: int) -> evio.Action | None:
             # After the first attempt, what is still to be sent must be the loop's own copy.
             self.kept[:] = b"z" * big
+            if remaining:
+                self.short.set()
             return None
 
-    st = start_server(Keep(), local(backend))
-    with st.connect() as c:
+    ev = Keep()
+    st = start_server(ev, local(backend))
+    with st.connect(rcvbuf=SMALL_WINDOW) as c:
         c.sendall(b"1")
+        assert ev.short.wait(WAIT), "the first attempt was short: the rest was kept"
         got = recv_exactly(c, big)
     assert got == b"a" * big
 
@@ -241,14 +245,15 @@ def test_prewrite_and_postwrite_see_every_attempt(start_server: Start, backend: 
             return None
 
     st = start_server(Hooks(), local(backend))
-    with st.connect() as c:
-        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)  # a window the reply cannot fit
+    with st.connect(rcvbuf=SMALL_WINDOW) as c:
         c.sendall(b"small")
         assert recv_exactly(c, 5) == b"small"
         wait_for(lambda: len(calls) >= 2)  # postwrite runs after the bytes are on their way
         assert calls == [("pre", 5, -1), ("post", 5, 0)]
         calls.clear()
         c.sendall(b"big")
+        # Hold the reader until the first attempt came back short: the rest is pending.
+        wait_for(lambda: any(kind == "post" and remaining > 0 for kind, _, remaining in calls[:]))
         assert recv_exactly(c, len(blob)) == blob
         wait_for(lambda: bool(calls) and calls[-1][0] == "post" and calls[-1][2] == 0)
     pre = [a for kind, a, _ in calls if kind == "pre"]
@@ -290,13 +295,12 @@ def test_postwrite_close_drops_the_rest(start_server: Start, backend: str) -> No
 
     ev = Once()
     st = start_server(ev, local(backend))
-    with st.connect() as c:
-        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+    with st.connect(rcvbuf=SMALL_WINDOW) as c:
         c.sendall(b"x")
+        ev.next("opened")
+        assert ev.next("closed")[1] is None  # closed after the first attempt, before this side read
         got = recv_until_closed(c)
     assert 0 < len(got) < len(blob)
-    ev.next("opened")
-    assert ev.next("closed")[1] is None
 
 
 def test_shutdown_closes_every_connection_and_returns(start_server: Start, backend: str) -> None:
@@ -414,8 +418,7 @@ def test_shutdown_makes_one_write_attempt_of_pending_output(start_server: Start,
             return blob, evio.Action.SHUTDOWN
 
     st = start_server(Stop(), local(backend))
-    with st.connect() as c:
-        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+    with st.connect(rcvbuf=SMALL_WINDOW) as c:
         c.sendall(b"x")
         st.join()  # serve returns without waiting for a reader
         got = recv_until_closed(c)
@@ -454,9 +457,11 @@ def test_shutdown_from_other_events(backend: str, where: str) -> None:
 def test_detach_from_opened_with_output_larger_than_the_socket_takes(start_server: Start, backend: str) -> None:
     greeting = os.urandom(8 << 20)
     handed: queue.Queue[socket.socket] = queue.Queue()
+    conns: queue.Queue[evio.Conn] = queue.Queue()
 
     class Handoff(TestEvents):
         def opened(self, conn: evio.Conn) -> OpenedResult:
+            conns.put(conn)
             return greeting, evio.Action.DETACH
 
         def detached(self, conn: evio.Conn, sock: socket.socket) -> evio.Action | None:
@@ -464,7 +469,10 @@ def test_detach_from_opened_with_output_larger_than_the_socket_takes(start_serve
             return None
 
     st = start_server(Handoff(), local(backend))
-    with st.connect() as c:
+    with st.connect(rcvbuf=SMALL_WINDOW) as c:
+        conn = conns.get(timeout=WAIT)
+        wait_for(lambda: conn.pending > 0, "the greeting pending while detaching")
+        assert handed.empty(), "detached waits for the output to drain"
         assert recv_exactly(c, len(greeting)) == greeting
         with handed.get(timeout=WAIT) as sock:
             sock.sendall(b"after")
@@ -473,17 +481,22 @@ def test_detach_from_opened_with_output_larger_than_the_socket_takes(start_serve
 
 def test_wake_while_output_is_pending_keeps_the_order(start_server: Start, backend: str) -> None:
     first = os.urandom(8 << 20)
+    conns: queue.Queue[evio.Conn] = queue.Queue()
 
     class Queue(TestEvents):
         def data(self, conn: evio.Conn, data: Data) -> DataResult:
             if data is None:
                 return b"<after>"
             assert conn.wake()
+            conns.put(conn)
             return first
 
     st = start_server(Queue(), local(backend))
-    with st.connect() as c:
+    with st.connect(rcvbuf=SMALL_WINDOW) as c:
         c.sendall(b"go")
+        conn = conns.get(timeout=WAIT)
+        # The wake's reply is queued behind the first reply, which waits for this reader.
+        wait_for(lambda: conn.pending >= len(first) // 2, "the first reply pending")
         assert recv_exactly(c, len(first) + 7) == first + b"<after>"
 
 
@@ -532,12 +545,13 @@ def test_postwrite_alone_sees_every_attempt(start_server: Start, backend: str) -
 
     data_was_close = [False]
     st = start_server(Post(), local(backend))
-    with st.connect() as c:
-        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+    with st.connect(rcvbuf=SMALL_WINDOW) as c:
         c.sendall(b"small")
         assert recv_exactly(c, 5) == b"small"
         wait_for(lambda: posts == [(5, 0)])
         c.sendall(b"big")
+        wait_for(lambda: len(posts) > 1)  # hold the reader until the first attempt of the big reply
+        assert posts[1][1] > 0, "the big reply's first attempt was short: the rest took the pending path"
         assert recv_exactly(c, len(blob)) == blob
         wait_for(lambda: posts[-1][1] == 0 and len(posts) > 2)
         assert sum(a for a, _ in posts[1:]) == len(blob)

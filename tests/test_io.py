@@ -17,13 +17,16 @@ from typing import Any, Callable, Union
 
 import pytest
 from conftest import (
+    SMALL_WINDOW,
     WAIT,
     ServerThread,
     TestEvents,
     cpu_seconds,
+    local,
     open_fds,
     recv_exactly,
     recv_until_closed,
+    wait_for,
     with_backend,
 )
 
@@ -34,10 +37,6 @@ from evio.events import DataResult
 Start = Callable[..., ServerThread]
 Data = Union[bytes, memoryview, None]
 MiB = 1 << 20
-
-
-def local(backend: str) -> str:
-    return with_backend("tcp4://127.0.0.1:0", backend)
 
 
 class Echo(TestEvents):
@@ -119,9 +118,9 @@ def test_half_close_still_gets_the_whole_reply(start_server: Start, backend: str
 
     ev = Reply()
     st = start_server(ev, local(backend))
-    with st.connect() as c:
+    with st.connect(rcvbuf=SMALL_WINDOW) as c:
         c.sendall(b"request")
-        c.shutdown(socket.SHUT_WR)
+        c.shutdown(socket.SHUT_WR)  # end of input arrives while most of the reply is still pending
         assert recv_until_closed(c) == reply
     assert ev.closed_with.get(timeout=WAIT) is None
 
@@ -145,15 +144,20 @@ def test_peer_reset_gives_closed_with_the_error(start_server: Start, backend: st
 
 
 def test_reset_while_output_is_pending(start_server: Start, backend: str) -> None:
+    conns: queue.Queue[evio.Conn] = queue.Queue()
+
     class Flood(Echo):
         def data(self, conn: evio.Conn, data: Data) -> DataResult:
+            conns.put(conn)
             return b"f" * (32 * MiB)
 
     ev = Flood()
     st = start_server(ev, local(backend))
-    c = st.connect()
+    c = st.connect(rcvbuf=SMALL_WINDOW)
     c.sendall(b"go")
     recv_exactly(c, 1000)
+    conn = conns.get(timeout=WAIT)
+    wait_for(lambda: conn.pending > 0, "the flood pending when the reset comes")
     c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     c.close()
     err = ev.closed_with.get(timeout=WAIT)
@@ -191,8 +195,7 @@ def test_closing_connection_that_reads_slowly_is_not_dropped(
 
     ev = Goodbye()
     st = start_server(ev, local(backend))
-    with st.connect() as c:
-        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+    with st.connect(rcvbuf=SMALL_WINDOW) as c:
         c.sendall(b"x")
         got = 0
         began = time.monotonic()

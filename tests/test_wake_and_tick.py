@@ -8,17 +8,13 @@ import threading
 import time
 from typing import Callable, Union
 
-from conftest import WAIT, ServerThread, TestEvents, recv_exactly, recv_until_closed, with_backend
+from conftest import WAIT, ServerThread, TestEvents, local, recv_exactly, recv_until_closed, wait_for
 
 import evio
 from evio.events import DataResult, OpenedResult, TickResult
 
 Start = Callable[..., ServerThread]
 Data = Union[bytes, memoryview, None]
-
-
-def local(backend: str) -> str:
-    return with_backend("tcp4://127.0.0.1:0", backend)
 
 
 class Wakeable(TestEvents):
@@ -41,13 +37,6 @@ class Wakeable(TestEvents):
             self.last_woken[conn.id] = time.monotonic()
             return b"w"
         return data
-
-
-def wait_for(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.005)
 
 
 def drain(c: socket.socket, quiet: float = 0.3) -> bytes:

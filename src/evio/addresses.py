@@ -1,24 +1,21 @@
-"""Address strings: parsing `[scheme[-net]://]address[?option=value&...]` and binding listeners."""
+"""Address strings: parsing `[scheme[-net]://]address[?option=value&...]`, for listening and for dialling.
+
+Binding the listeners these describe is `evio.listeners`' job.
+"""
 
 from __future__ import annotations
 
-import errno
 import os
 import socket
-import stat
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Tuple
-
-from .conn import SockAddr
+from typing import Tuple
 
 SCHEMES = ("tcp", "tcp4", "tcp6", "unix")
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no")
 # sun_path holds 108 bytes on Linux and 104 on BSD and macOS, with the final NUL.
 _UNIX_PATH_MAX = 107 if sys.platform.startswith("linux") else 103
-# The kernel caps the backlog at its own limit (net.core.somaxconn on Linux).
-_BACKLOG = 4096
 
 
 @dataclass(frozen=True)
@@ -36,6 +33,12 @@ class Address:
     @property
     def is_unix(self) -> bool:
         return self.scheme == "unix"
+
+
+def named_error(err: OSError, doing: str) -> OSError:
+    """`err` again, of the same type and errno, its message saying what was being done and to what."""
+    message = f"{doing}: {err.strerror or err}"
+    return type(err)(err.errno, message) if err.errno is not None else type(err)(message)
 
 
 def _bad(text: str, why: str) -> ValueError:
@@ -122,134 +125,17 @@ def _split_host_port(text: str, rest: str) -> Tuple[str, int]:
     return host, port
 
 
-class Listener:
-    """A bound, listening, non-blocking socket and what is needed to clean it up."""
-
-    __slots__ = ("_unix_ident", "address", "fd", "index", "is_unix", "name", "name_is_local", "sock")
-
-    def __init__(self, address: Address, index: int) -> None:
-        self.address = address
-        self.index = index
-        self.is_unix = address.is_unix
-        self._unix_ident: Tuple[int, int] | None = None
-        try:
-            self.sock = _bind_unix(address) if address.is_unix else _bind_tcp(address)
-        except OSError as err:
-            raise _named(err, address) from err
-        self.fd = self.sock.fileno()
-        try:
-            if address.is_unix:
-                st = os.stat(address.path)
-                self._unix_ident = (st.st_dev, st.st_ino)
-            self.name: SockAddr = self.sock.getsockname()
-        except OSError as err:
-            self.close()
-            raise _named(err, address) from err
-        # An accepted socket's own address is the listener's unless it listens on every interface.
-        self.name_is_local = self.is_unix or self.name[0] not in ("0.0.0.0", "::")
-
-    def close(self) -> None:
-        """Close the socket; remove its unix socket file if it is still the one bound here."""
-        self.sock.close()
-        ident, self._unix_ident = self._unix_ident, None
-        if ident is None:
-            return
-        path = self.address.path
-        try:
-            st = os.lstat(path)
-            if stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == ident:
-                os.unlink(path)
-        except OSError:
-            pass
-
-
-def _named(err: OSError, address: Address) -> OSError:
-    """`err` again, its message naming the address at fault."""
-    message = f"cannot listen on {address.text!r}: {err.strerror or err}"
-    return type(err)(err.errno, message) if err.errno is not None else type(err)(message)
-
-
-def _bind_tcp(address: Address) -> socket.socket:
-    host, scheme = address.host, address.scheme
-    v6only: bool | None = None
-    sockaddr: tuple[Any, ...]
-    if not host:
-        if scheme == "tcp4" or (scheme == "tcp" and not socket.has_dualstack_ipv6()):
-            family, sockaddr = socket.AF_INET, ("0.0.0.0", address.port)
-        else:
-            family, sockaddr, v6only = socket.AF_INET6, ("::", address.port, 0, 0), scheme == "tcp6"
-    else:
-        want = {"tcp4": socket.AF_INET, "tcp6": socket.AF_INET6}.get(scheme, socket.AF_UNSPEC)
-        infos = socket.getaddrinfo(host, address.port, want, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
-        family, _, _, _, sockaddr = infos[0]
-        if family == socket.AF_INET6 and scheme == "tcp6":
-            v6only = True
-
-    def configure(sock: socket.socket) -> None:
-        if os.name != "nt":
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if address.reuseport:
-            if not hasattr(socket, "SO_REUSEPORT"):
-                raise OSError(errno.ENOPROTOOPT, "SO_REUSEPORT is not supported here")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if v6only is not None:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
-
-    return _listening(socket.socket(family, socket.SOCK_STREAM), sockaddr, configure)
-
-
-def _bind_unix(address: Address) -> socket.socket:
-    path = address.path
-    _remove_stale_socket(path)
-    return _listening(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), path)
-
-
-def _listening(
-    sock: socket.socket, sockaddr: Any, configure: Callable[[socket.socket], None] | None = None
-) -> socket.socket:
-    """Configure, bind and listen on `sock`, non-blocking; closed if any step fails."""
-    try:
-        if configure is not None:
-            configure(sock)
-        sock.bind(sockaddr)
-        sock.listen(_BACKLOG)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _remove_stale_socket(path: str) -> None:
-    """Unlink a socket file at `path` that nobody accepts on; leave anything else alone."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        return  # bind will fail with EADDRINUSE and the file stays untouched
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.setblocking(False)
-    try:
-        probe.connect(path)
-    except ConnectionRefusedError:
-        os.unlink(path)
-        return
-    except (BlockingIOError, InterruptedError):
-        pass  # a listener whose backlog is full is alive all the same
-    finally:
-        probe.close()
-    raise OSError(errno.EADDRINUSE, "a live server is listening on this unix socket")
-
-
-def bind_all(addrs: tuple[Address, ...]) -> list[Listener]:
-    """Bind every address, in order; on a failure close what was bound and raise."""
-    listeners: list[Listener] = []
-    try:
-        for index, address in enumerate(addrs):
-            listeners.append(Listener(address, index))
-    except BaseException:
-        for listener in listeners:
-            listener.close()
-        raise
-    return listeners
+def parse_dial(text: str) -> Address:
+    """Parse an address to connect to: `serve`'s syntax, with a host (or a path) and without options."""
+    address = parse(text)
+    if address.portable:
+        raise _bad(text, "-net chooses a server's backend; a dial uses the loop it is made on")
+    if "?" in text:
+        raise _bad(text, "a dial takes no ?options")
+    if address.is_unix:
+        return address
+    if not address.host:
+        raise _bad(text, "a dial needs a host, as tcp://127.0.0.1:6379")
+    if address.port == 0:
+        raise _bad(text, "a dial needs a port from 1 to 65535")
+    return address

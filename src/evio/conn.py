@@ -1,134 +1,246 @@
-"""The handles the loop gives to events: `Conn` for a connection, `Server` for the server."""
+"""The handles the loop gives to events: `Conn` for a connection, `Server` for the server.
+
+Both are thin: every method hands its work to the loop (`evio.loop`), which
+does it at once on the loop's thread and queues it from any other thread.
+"""
 
 from __future__ import annotations
 
 import socket
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Tuple, Union
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Tuple, Union
+
+from .state import State
 
 if TYPE_CHECKING:
-    from .events import Options
+    from .loop import Loop
+    from .timers import Timer
 
 #: An address as the socket module reports it: a tuple for TCP, a path for unix.
 SockAddr = Union[Tuple[Any, ...], str]
+#: What `Conn.write` takes.
+Buffer = Union[bytes, bytearray, memoryview]
 
 
 class Conn:
-    """One accepted connection.
+    """One connection, accepted by a listener or made by `Server.dial`.
 
     `id` is unique for the server's life. `remote_addr` and `local_addr` are
-    as the socket module reports them; `addr_index` is the position, in
-    `serve`'s arguments, of the address that accepted it. `context` is a free
+    as the socket module reports them (for a dialled connection that is not
+    up yet, `remote_addr` is the address dialled and `local_addr` is empty).
+    `addr_index` is the position, in `serve`'s arguments, of the address that
+    accepted it, or -1 for a dialled one. `outbound` is true for a dialled
+    connection. `server` is the `Server` it belongs to. `context` is a free
     slot for the user.
+
+    Every method is safe from any thread: on the loop's thread it takes
+    effect at once, from another it is queued and carried out promptly, in
+    call order.
     """
 
     __slots__ = (
-        "_deadline",
+        "_close_timer",
         "_delivered",
+        "_dial",
+        "_eof_sent",
         "_fd",
+        "_half_close",
+        "_hold",
+        "_idle",
+        "_idle_timer",
+        "_loop",
+        "_mask",
+        "_max_pending",
         "_out",
         "_outlen",
+        "_paused",
+        "_posted",
         "_recv_into",
         "_reuse",
+        "_seen",
         "_send",
+        "_shut",
         "_since",
         "_sock",
         "_state",
-        "_wake",
         "_written",
         "addr_index",
         "context",
         "id",
         "local_addr",
+        "outbound",
         "remote_addr",
+        "server",
     )
 
-    def __init__(
-        self,
-        id: int,
-        sock: socket.socket,
-        remote_addr: SockAddr,
-        local_addr: SockAddr,
-        addr_index: int,
-        wake: Callable[[int], bool],
-    ) -> None:
+    def __init__(self, loop: Loop, id: int, remote_addr: SockAddr, addr_index: int, outbound: bool) -> None:
         self.id = id
         self.remote_addr = remote_addr
-        self.local_addr = local_addr
+        self.local_addr: SockAddr = "" if isinstance(remote_addr, str) else ("", 0)
         self.addr_index = addr_index
+        self.outbound = outbound
+        self.server: Server = loop.server
         self.context: Any = None
+        self._loop = loop
+        self._state = State.CONNECTING if outbound else State.OPEN
+        self._sock: socket.socket | None = None
+        self._fd = -1
+        self._recv_into: Callable[[Any], int] = _not_connected
+        self._send: Callable[[Any], int] = _not_connected
+        #: The poller interest registered for the socket: 0 (not registered), IN, OUT or both.
+        self._mask = 0
+        #: Output the socket did not take yet, in chunks; `None` when there is none.
+        self._out: deque[memoryview] | None = None
+        self._outlen = 0
+        #: Bytes other threads wrote that the loop has not queued yet (so `pending` counts them).
+        self._posted = 0
+        #: Whether the pending output holds back reading: it does when this connection's own events returned it.
+        self._hold = False
+        self._paused = False
+        self._eof_sent = False
+        #: Another thread asked to close or shut the write side: its later writes are refused.
+        self._shut = False
+        #: While dialling: the `Dial` in progress (`evio.dialer`).
+        self._dial: Any = None
+        #: When the connection last received or sent bytes, on the loop's clock.
+        self._seen = 0.0
+        self._idle: float | None = None
+        self._idle_timer: Timer | None = None
+        self._max_pending: int | None = None
+        self._half_close = False
+        self._reuse = False
+        #: While closing: the timer that looks at the peer's progress, when it last made some,
+        #: bytes handed to the kernel since closing began, and how many of them the peer had taken.
+        self._close_timer: Timer | None = None
+        self._since = 0.0
+        self._written = 0
+        self._delivered: int | None = None
+
+    def attach(self, sock: socket.socket) -> None:
+        """Bind this handle to its connected socket (the loop's business, not the user's)."""
         self._sock = sock
         self._fd = sock.fileno()
         # Bound methods kept once per connection: the hot path then skips an
         # attribute look-up on the socket per event.
         self._recv_into = sock.recv_into
         self._send = sock.send
-        #: Output the socket did not take yet, in chunks; `None` when there is none.
-        self._out: deque[memoryview] | None = None
-        self._outlen = 0
-        #: OPEN, CLOSING (flush then close), DETACHING (flush then detach) or GONE.
-        self._state = 0
-        #: While closing: when to look at the peer's progress next, and when it last made some.
-        self._deadline = 0.0
-        self._since = 0.0
-        #: While closing: bytes handed to the kernel since, and how many of them the peer had taken.
-        self._written = 0
-        self._delivered: int | None = None
-        self._reuse = False
-        self._wake = wake
+
+    def write(self, out: Buffer) -> bool:
+        """Send `out`, behind whatever is pending, as if one of this connection's events had returned it.
+
+        Returns `False` (and sends nothing) when the connection is closed,
+        closing or detached, or its write side was shut with `write_eof`. A
+        mutable buffer is copied before this returns.
+        """
+        return self._loop.conn_write(self, out)
+
+    def close(self) -> bool:
+        """Close as `Action.CLOSE` does: pending output is written first, then `closed(conn, None)` fires.
+
+        Returns `False` when the connection is already closed, closing or detached.
+        """
+        return self._loop.conn_close(self)
+
+    def write_eof(self) -> bool:
+        """Once pending output is written, shut down the write side: the peer reads end of input.
+
+        The connection keeps reading until the peer closes too, then closes
+        with `closed(conn, None)`. Returns `False` when it is closed, closing,
+        detached or already shut for writing.
+        """
+        return self._loop.conn_write_eof(self)
+
+    def pause_reading(self) -> None:
+        """Stop reading this connection's input until `resume_reading` (idempotent).
+
+        The kernel's buffer fills and TCP holds the peer back. A paused
+        connection still writes, and reports a reset or end of input when it
+        resumes.
+        """
+        self._loop.conn_set_paused(self, True)
+
+    def resume_reading(self) -> None:
+        """Read this connection's input again after `pause_reading` (idempotent)."""
+        self._loop.conn_set_paused(self, False)
+
+    @property
+    def pending(self) -> int:
+        """Bytes written to this connection that the socket has not taken yet (from another thread, a recent value)."""
+        return self._outlen + self._posted
 
     def wake(self) -> bool:
         """Ask for `Events.data(conn, None)` soon; safe from any thread.
 
-        Returns `False` when the connection is closed, closing or detached.
-        Several wakes before the loop gets to them may fire `data` once.
+        Returns `False` when the connection is not open (connecting, closed,
+        closing or detached). Several wakes before the loop gets to them may
+        fire `data` once.
         """
-        return self._wake(self.id)
+        return self._loop.wake(self.id)
 
     def __repr__(self) -> str:
-        return f"<evio.Conn id={self.id} remote={self.remote_addr!r} index={self.addr_index}>"
+        kind = "outbound" if self.outbound else f"index={self.addr_index}"
+        return f"<evio.Conn id={self.id} remote={self.remote_addr!r} {kind} {self._state.name}>"
 
 
-def apply_options(conn: Conn, opts: Options) -> None:
-    """Set the socket options that `opts` asks for on `conn`'s socket."""
-    conn._reuse = bool(opts.reuse_input_buffer)
-    ka = opts.tcp_keepalive
-    if ka is None:
-        return
-    sock = conn._sock
-    if sock.family not in (socket.AF_INET, socket.AF_INET6):
-        raise ValueError(f"Options.tcp_keepalive needs a TCP connection, not {conn.local_addr!r}")
-    secs = max(1, round(ka))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    # Linux and most BSDs name the idle time TCP_KEEPIDLE; macOS names it TCP_KEEPALIVE.
-    idle = getattr(socket, "TCP_KEEPIDLE", None) or getattr(socket, "TCP_KEEPALIVE", None)
-    if idle is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, idle, secs)
-    if hasattr(socket, "TCP_KEEPINTVL"):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, secs)
+def _not_connected(_buf: Any) -> int:
+    raise OSError("not connected")
 
 
 class Server:
-    """The running server, given to `Events.serving`.
+    """The running server, given to `Events.serving` and reachable as `Conn.server`.
 
     `addrs` holds the bound addresses in `serve`'s argument order, as
     `getsockname()` reports them (the real port where port 0 was asked for).
-    `num_loops` is the number of event loops (1).
+    `num_loops` is the number of event loops (1). `conns` maps the id of each
+    open connection (accepted or dialled) to its `Conn`: read it on the loop's
+    thread, or copy it (`dict(server.conns)`) from another.
+
+    Every method is safe from any thread.
     """
 
-    __slots__ = ("_wake", "addrs", "num_loops")
+    __slots__ = ("_loop", "addrs", "conns", "num_loops")
 
-    def __init__(self, addrs: tuple[SockAddr, ...], wake: Callable[[int], bool]) -> None:
+    def __init__(self, loop: Loop, addrs: tuple[SockAddr, ...], conns: dict[int, Conn]) -> None:
+        self._loop = loop
         self.addrs = addrs
         self.num_loops = 1
-        self._wake = wake
+        self.conns: Mapping[int, Conn] = MappingProxyType(conns)
+
+    def dial(self, addr: str, *, timeout: float | None = 10.0, context: Any = None) -> Conn:
+        """Connect to `addr` on this loop; the `Conn` comes back at once, with `context` set.
+
+        `addr` uses `serve`'s syntax without options (`tcp://host:port`,
+        `tcp4://`, `tcp6://`, `unix://path`); a malformed one is a `ValueError`.
+        When the connection is made, `opened(conn)` fires as for an accepted
+        one (with `addr_index == -1`); when it cannot be made within `timeout`
+        seconds (`None`: no limit), `closed(conn, err)` fires with the
+        `OSError` or `TimeoutError` and `opened` never does. Writes made
+        before the connection is up are sent once it is. A host name is
+        resolved off the loop's thread; its addresses are tried in order.
+        Raises `RuntimeError` once the server is shutting down.
+        """
+        return self._loop.dial(addr, timeout, context)
+
+    def after(self, delay: float, callback: Callable[[], object]) -> Timer:
+        """Call `callback()` on the loop's thread once, `delay` seconds from now.
+
+        Returns a `Timer` whose `cancel()` stops it (from any thread). An
+        exception raised by `callback` is logged and the loop goes on. Raises
+        `RuntimeError` once the server is shutting down.
+        """
+        return self._loop.after(delay, callback)
+
+    def shutdown(self) -> None:
+        """Stop serving, as `Action.SHUTDOWN` does; from any thread, and idempotent."""
+        self._loop.shutdown()
 
     def wake(self, id: int) -> bool:
         """Ask for `Events.data(conn, None)` on connection `id` soon; safe from any thread.
 
-        Returns `False` for an unknown, closed, closing or detached id.
+        Returns `False` for an unknown id, or a connection that is not open.
         """
-        return self._wake(id)
+        return self._loop.wake(id)
 
     def __repr__(self) -> str:
         return f"<evio.Server addrs={self.addrs!r}>"

@@ -30,24 +30,42 @@ class Action(enum.IntEnum):
 
 @dataclass(frozen=True)
 class Options:
-    """Per-connection settings, returned from `Events.opened`.
+    """Per-connection settings, returned from `Events.opened` (for accepted and dialled connections).
 
     `tcp_keepalive`: seconds of idleness before keep-alive probes start (and
     between probes); `None` leaves the OS default (off).
     `reuse_input_buffer`: when true, `Events.data` gets a `memoryview` into a
     buffer the loop reuses, valid only during the call (no copy per read).
+    `idle_timeout`: seconds; a connection that neither received nor sent a
+    byte for that long is closed with `closed(conn, TimeoutError(...))`.
+    `max_pending`: bytes; a write that would leave more than this many bytes
+    pending closes the connection at once with `closed(conn, BufferError(...))`.
+    `half_close`: when true, the peer's end of input fires `data(conn, b"")`
+    and the connection stays open for writing until it is closed; when false,
+    end of input closes it once pending output is written.
     """
 
     tcp_keepalive: float | None = None
     reuse_input_buffer: bool = False
+    idle_timeout: float | None = None
+    max_pending: int | None = None
+    half_close: bool = False
 
     def __post_init__(self) -> None:
-        ka = self.tcp_keepalive
-        if ka is not None:
-            if isinstance(ka, bool) or not isinstance(ka, (int, float)):
-                raise TypeError(f"Options.tcp_keepalive must be seconds or None, not {ka!r}")
-            if not (math.isfinite(ka) and ka > 0):
-                raise ValueError(f"Options.tcp_keepalive must be a positive number of seconds, not {ka!r}")
+        for name in ("tcp_keepalive", "idle_timeout"):
+            secs = getattr(self, name)
+            if secs is None:
+                continue
+            if isinstance(secs, bool) or not isinstance(secs, (int, float)):
+                raise TypeError(f"Options.{name} must be seconds or None, not {secs!r}")
+            if not (math.isfinite(secs) and secs > 0):
+                raise ValueError(f"Options.{name} must be a positive number of seconds, not {secs!r}")
+        limit = self.max_pending
+        if limit is not None:
+            if isinstance(limit, bool) or not isinstance(limit, int):
+                raise TypeError(f"Options.max_pending must be a number of bytes or None, not {limit!r}")
+            if limit < 0:
+                raise ValueError(f"Options.max_pending must be at least 0 bytes, not {limit!r}")
 
 
 #: What `opened` may return: `out`, `(out, action)` or `(out, options, action)`.

@@ -1,20 +1,27 @@
-"""`Waker`: lets other threads interrupt the loop's poll to deliver wakes.
+"""`Inbox`: how other threads reach the loop: a queue of calls, and a descriptor that wakes the poll.
 
-An eventfd where Python has one (3.10+ on Linux), a self-pipe elsewhere. A
-lock orders every write against `close`, so a wake that races with shutdown
-never writes into a closed (or reused) descriptor.
+An eventfd where Python has one (3.10+ on Linux), a self-pipe elsewhere. At
+most one byte (or count) is in flight: calls posted before the loop drains
+the queue share one wake, so a burst from another thread costs one system
+call. A lock orders every post against `close`, so a call that races with
+shutdown never writes into a closed (or reused) descriptor; once closed,
+`post` refuses, and `close` hands back what was still queued.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from typing import Any, Callable, List, Tuple
+
+#: A call for the loop's thread: `function(conn_or_none, argument)`.
+Call = Tuple[Callable[[Any, Any], None], Any, Any]
 
 
-class Waker:
-    """A readable descriptor plus the ids that other threads asked to wake."""
+class Inbox:
+    """Calls other threads posted for the loop, oldest first, and the descriptor that signals them."""
 
-    __slots__ = ("_closed", "_lock", "_pending", "_signaled", "_wfd", "fd")
+    __slots__ = ("_calls", "_closed", "_lock", "_signaled", "_wfd", "fd")
 
     def __init__(self) -> None:
         if hasattr(os, "eventfd"):
@@ -25,39 +32,56 @@ class Waker:
             os.set_blocking(self.fd, False)
             os.set_blocking(self._wfd, False)
         self._lock = threading.Lock()
-        self._pending: dict[int, None] = {}  # ordered, and a hot id is queued once
-        # At most one byte (or count) is in flight: wakes coalesce until the loop drains.
+        self._calls: List[Call] = []
         self._signaled = False
         self._closed = False
 
-    def wake(self, id: int) -> bool:
-        """Queue `id` and make the descriptor readable; `False` once closed."""
+    def post(self, function: Callable[[Any, Any], None], conn: Any, arg: Any, posted: int = 0) -> bool:
+        """Queue `function(conn, arg)` for the loop and wake it; `False` once the inbox is closed.
+
+        `posted` bytes are counted in `conn._posted` until the loop calls `settle`,
+        so `Conn.pending` includes writes still on their way to the loop.
+        """
         with self._lock:
             if self._closed:
                 return False
-            self._pending[id] = None
+            self._calls.append((function, conn, arg))
+            if posted:
+                conn._posted += posted
             if not self._signaled:
                 os.write(self._wfd, b"\x01\x00\x00\x00\x00\x00\x00\x00")
                 self._signaled = True
         return True
 
-    def take(self) -> list[int]:
-        """Drain the descriptor and return the queued ids, oldest first."""
+    def take(self) -> List[Call]:
+        """Drain the descriptor and return the queued calls, oldest first."""
         with self._lock:
-            ids, self._pending = list(self._pending), {}
+            calls, self._calls = self._calls, []
             if self._signaled and not self._closed:
                 self._signaled = False
                 try:
                     os.read(self.fd, 64)
                 except (BlockingIOError, InterruptedError):
                     pass
-        return ids
+        return calls
 
-    def close(self) -> None:
+    def settle(self, conn: Any, posted: int) -> None:
+        """The loop took `posted` bytes of `conn`'s posted writes over."""
+        with self._lock:
+            conn._posted -= posted
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> List[Call]:
+        """Refuse further posts, close the descriptors, and return what was still queued."""
         with self._lock:
             if self._closed:
-                return
+                return []
             self._closed = True
+            calls, self._calls = self._calls, []
             os.close(self.fd)
             if self._wfd != self.fd:
                 os.close(self._wfd)
+        return calls

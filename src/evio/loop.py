@@ -9,20 +9,31 @@ nothing is lost if an event closes or detaches a connection mid-stream.
 Edge-triggered polling would force a drain-until-EAGAIN loop per event and
 an extra failing syscall each time.
 
-*Write at once.* What an event returns is sent before the loop moves on. A
-request/response protocol almost always fits in the socket buffer, so the
-common case costs one `send` and no `modify` of the poller. Only a short
-write keeps the rest and asks the poller for writability. The rest is kept
-as a queue of chunks of at most `SEND_CHUNK` bytes: `bytes` are sliced
-without a copy, mutable buffers are copied once, and no `send` is handed a
-huge buffer (PyPy copies the whole buffer it is given on every call).
+*Write at once.* What an event returns, or `Conn.write` is given, is sent
+before the loop moves on. A request/response protocol almost always fits in
+the socket buffer, so the common case costs one `send` and no `modify` of
+the poller. Only a short write keeps the rest and asks the poller for
+writability. The rest is kept as a queue of chunks of at most `SEND_CHUNK`
+bytes: `bytes` are sliced without a copy, mutable buffers are copied once,
+and no `send` is handed a huge buffer (PyPy copies the whole buffer it is
+given on every call).
 
-*Reading pauses while output is pending.* A connection with unsent output
-is watched for writability only, not readability, until the output drains.
-A client that sends but does not read is then held back by TCP's own flow
-control, and the server never buffers more than one read's worth of replies
-beyond what the kernel holds. The same rule orders replies: new input is
-only read once earlier replies are out.
+*Replies hold back reading.* While output that a connection's own events
+returned is unsent, the loop does not read from that connection, only waits
+for it to drain. A client that sends but does not read is then held back by
+TCP's own flow control, and replies keep their order. Output written with
+`Conn.write` does not pause reading: a proxy writes one side's input to the
+other, and if pending output on a side stopped that side's reading, two
+peers that both write before they read would wait for each other for ever.
+Such programs pace themselves with `pending`, `pause_reading` and
+`resume_reading`, and bound a peer that does not read with
+`Options.max_pending`.
+
+*Nothing fires inside another event.* An event may write to, close or pause
+any connection. Writes and pauses happen at once; whatever would fire an
+event (a close, a `closed` after a failed write) is deferred until the
+running event returns. Calls from other threads go through the `Inbox` and
+are carried out in call order, one wake of the loop per batch.
 
 *Closing without a reset.* Closing a socket that still has unread input
 makes the kernel send a reset, and a reset makes the peer's kernel discard
@@ -31,14 +42,41 @@ with a lingering close: shut down our side, then read and discard until the
 peer closes too (or `LINGER_TIMEOUT` passes). `closed` fires when our side
 is done; the lingering is invisible to events.
 
+*One heap of timers.* `tick`, `Server.after`, idle and connect time-outs,
+the closing time-out, lingering sockets and the pause after running out of
+descriptors are all entries in one `TimerHeap`; the poll waits until the
+earliest. An idle time-out costs one timer per time-out period, not per
+byte: a read stamps the connection with the loop's clock, and the timer,
+when it fires, either closes the connection or moves itself to the new
+deadline.
+
+*Connection states* (`evio.state` holds the table; `_settle` does what a
+state asks once output has drained)::
+
+    dial()                                        accept
+      |                                             |
+      v           connected                         v
+    CONNECTING ---------------------------------> OPEN --- peer EOF, half_close ---> HALF_CLOSED_REMOTE
+      |   \\ write_eof                              |  \\                                 |      |
+      |    `----------> HALF_CLOSED_LOCAL <-- write_eof  \\ CLOSE, or peer EOF        write_eof  CLOSE
+      | close                  |  peer EOF, CLOSE       \\                                v      v
+      `------------------------+-----------------------> CLOSING <-----------------------'------'
+                                                           |     (DETACH: DETACHING, the same way)
+      failed / timed out / reset / aborted                 | output drained: closed(conn, err)
+      ------------------------------------------------> GONE
+
 *Hot path.* Poll, receive, `data`, send: attribute look-ups are hoisted into
 locals, events the user did not override are never called, and a reply of
-`bytes` goes straight to `send` without being copied.
+`bytes` goes straight to `send` without being copied. A connection whose
+registered interest is anything but "input only" (output pending, paused,
+connecting) takes the slow path, `_ready`.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
+import itertools
 import logging
 import math
 import socket
@@ -47,13 +85,17 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, List, Tuple
 
-from .addresses import Listener, bind_all, parse
-from .conn import Conn, Server, apply_options
+from .addresses import parse
+from .conn import Buffer, Conn, Server, SockAddr
+from .dialer import Dialer
 from .events import Action, Events, Options, overridden
-from .pollers import IN, OUT, EpollPoller, SelectorPoller, make_poller
-from .waker import Waker
+from .inbox import Inbox
+from .listeners import Listener, bind_all
+from .pollers import ERR, IN, OUT, Poller, make_poller
+from .state import READING, WAKEABLE, WRITABLE, State, Trigger, move
+from .timers import Timer, TimerHeap
 
 try:
     import fcntl
@@ -80,39 +122,41 @@ SEND_CHUNK = 256 * 1024
 # epoll and poll take a timeout in milliseconds as a C int: stay well inside it.
 _MAX_WAIT = 86400.0
 
-OPEN, CLOSING, DETACHING, GONE = 0, 1, 2, 3
+GONE, CLOSING, DETACHING, HALF_CLOSED_LOCAL = State.GONE, State.CLOSING, State.DETACHING, State.HALF_CLOSED_LOCAL
 _NO_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _OUT_TYPES = (bytes, bytearray, memoryview)
 # Linux's ioctl for the unsent bytes of a socket: our own writes lag behind the
 # peer's reads (writability is reported only once a third of the buffer is free).
 _TIOCOUTQ: int | None = getattr(termios, "TIOCOUTQ", None) if sys.platform.startswith("linux") and termios else None
 
+#: Work put off until the running event returns: `function(argument)`.
+Deferred = List[Tuple[Callable[[Any], None], Any]]
+
 
 def serve(events: Events, *addrs: str) -> None:
     """Serve `events` on every address in `addrs`, on the calling thread.
 
-    Returns when an event returns `Action.SHUTDOWN`, after every connection
-    and listener is closed. Raises `ValueError` for a missing or malformed
-    address before anything binds, and `OSError` naming the address when one
-    cannot be bound (nothing stays open then). An exception from `serving` or
+    Returns when an event returns `Action.SHUTDOWN` or `Server.shutdown()` is
+    called, after every connection and listener is closed. With no address,
+    the loop only dials out. Raises `ValueError` for a malformed address
+    before anything binds, and `OSError` naming the address when one cannot
+    be bound (nothing stays open then). An exception from `serving` or
     `tick`, or a `KeyboardInterrupt`, closes everything and propagates.
     """
     if not isinstance(events, Events):
         raise TypeError(f"serve() needs an evio.Events instance, not {type(events).__name__}")
-    if not addrs:
-        raise ValueError("serve() needs at least one address, as 'tcp://127.0.0.1:9999'")
     parsed = tuple(parse(a) for a in addrs)
     poller = make_poller(portable=any(a.portable for a in parsed))
-    waker: Waker | None = None
+    inbox: Inbox | None = None
     try:
-        waker = Waker()
+        inbox = Inbox()
         listeners = bind_all(parsed)
     except BaseException:
-        if waker is not None:
-            waker.close()
+        if inbox is not None:
+            inbox.close()
         poller.close()
         raise
-    Loop(events, listeners, poller, waker).run()
+    Loop(events, listeners, poller, inbox).run()
 
 
 def _bad_return(event: str, value: object, expected: str) -> TypeError:
@@ -145,7 +189,7 @@ def _next_look(since: float, now: float) -> float:
     return min(now + CLOSE_TIMEOUT / 4, since + CLOSE_TIMEOUT)
 
 
-def _check_out(event: str, out: object) -> bytes | bytearray | memoryview:
+def _check_out(event: str, out: object) -> Buffer:
     """`out` as a flat byte buffer, or a `TypeError` naming the event."""
     if type(out) is memoryview and (out.ndim != 1 or out.itemsize != 1 or not out.c_contiguous):
         # len() of such a view counts items or rows, not bytes.
@@ -155,15 +199,25 @@ def _check_out(event: str, out: object) -> bytes | bytearray | memoryview:
     return out
 
 
-def _check_action(event: str, action: object) -> int:
+def _as_buffer(c: Conn, out: object) -> Buffer:
+    """What `Conn.write` was given, as a flat byte buffer, or a `TypeError` naming the connection."""
+    if not isinstance(out, _OUT_TYPES):
+        raise TypeError(f"Conn.write() on connection {c.id} takes bytes, bytearray or memoryview, not {out!r}")
+    return _check_out("write", out)
+
+
+def _check_action(event: str, action: object, whole: object = None) -> int:
+    """`action` as an int, or a `TypeError` naming the event and what it returned (`whole`, if a tuple)."""
     if action is None:
         return 0
     if isinstance(action, int) and not isinstance(action, bool) and 0 <= action <= 3:
         return int(action)
-    raise _bad_return(event, action, "an evio.Action")
+    if whole is None:
+        raise _bad_return(event, action, "an evio.Action")
+    raise _bad_return(event, whole, "an evio.Action as the last item of the tuple")
 
 
-def _chunks(out: bytes | bytearray | memoryview, start: int) -> list[memoryview]:
+def _chunks(out: Buffer, start: int) -> list[memoryview]:
     """`out[start:]` in chunks of `SEND_CHUNK`: views of immutable bytes, copies of anything else."""
     view = memoryview(out)
     end = len(view)
@@ -173,27 +227,33 @@ def _chunks(out: bytes | bytearray | memoryview, start: int) -> list[memoryview]
     return [memoryview(view[i : i + step].tobytes()) for i in range(start, end, step)]
 
 
-class Loop:
-    """One event loop over one poller: connections, listeners, the waker and the timers."""
+def _seconds(what: str, value: object) -> float:
+    """A delay in seconds as a float (negative counts as 0), or a `TypeError` naming `what`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise TypeError(f"{what} must be a number of seconds, not {value!r}")
+    return max(0.0, float(value))
 
-    def __init__(
-        self, events: Events, listeners: list[Listener], poller: EpollPoller | SelectorPoller, waker: Waker
-    ) -> None:
+
+class Loop:
+    """One event loop over one poller: connections, listeners, dials, the inbox and the timers."""
+
+    def __init__(self, events: Events, listeners: list[Listener], poller: Poller, inbox: Inbox) -> None:
         self._events = events
         self._listeners = {lst.fd: lst for lst in listeners}
         self._poller = poller
-        self._waker = waker
-        self._conns: dict[int, Conn] = {}  # by descriptor
-        self._by_id: dict[int, Conn] = {}
-        self._next_id = 1
-        self._closing: set[Conn] = set()  # CLOSING or DETACHING, each with a deadline
-        self._lingering: dict[int, tuple[socket.socket, float]] = {}  # fd: (socket, deadline)
-        self._sweep_at: float | None = None  # when to look at closing and lingering deadlines
+        self._inbox = inbox
+        self._timers = TimerHeap()
+        self._conns: dict[int, Conn] = {}  # by descriptor: every socket of a connection the poller knows
+        self._by_id: dict[int, Conn] = {}  # the open connections, as `Server.conns`
+        self._ids = itertools.count(1)
+        self._lingering: dict[int, tuple[socket.socket, Timer]] = {}  # closed, waiting for the peer's EOF
+        self._deferred: Deferred = []
         self._local_wakes: list[int] = []
         self._thread = 0
         self._stopping = False
-        self._next_tick: float | None = None
-        self._accept_resume: float | None = None
+        self._now = time.monotonic()  # the loop's clock, read once per turn
+        self._tick_timer: Timer | None = None
+        self._accept_paused = False
         self._out_of_fds_at = -math.inf  # when accept last failed for want of descriptors
         self._buf = bytearray(READ_SIZE)
         self._view = memoryview(self._buf)
@@ -205,7 +265,10 @@ class Loop:
         self._prewrite = events.prewrite if on["prewrite"] else None
         self._postwrite = events.postwrite if on["postwrite"] else None
         self._ticks = overridden(events, "tick")
-        self._server = Server(tuple(lst.name for lst in listeners), self.wake)
+        # Bound once, so a batch of posted wakes can be told apart with `is`.
+        self._wake_call = self._apply_wake
+        self.server = Server(self, tuple(lst.name for lst in listeners), self._by_id)
+        self._dialer = Dialer(self)
 
     # ---- running -------------------------------------------------------
 
@@ -214,13 +277,13 @@ class Loop:
         self._thread = threading.get_ident()
         try:
             poller = self._poller
-            poller.register(self._waker.fd, IN)
+            poller.register(self._inbox.fd, IN)
             for fd in self._listeners:
                 poller.register(fd, IN)
             if overridden(self._events, "serving"):
-                self._loop_action("serving", self._events.serving(self._server))
+                self._loop_action("serving", self._events.serving(self.server))
+                self._run_deferred()
             if self._ticks and not self._stopping:
-                self._next_tick = time.monotonic()
                 self._run_tick()
             self._serve()
         finally:
@@ -233,19 +296,27 @@ class Loop:
         data_cb = self._data
         buf, view = self._buf, self._view
         prewrite, postwrite = self._prewrite, self._postwrite
+        deferred = self._deferred
+        next_due = self._timers.next_due
         monotonic = time.monotonic
         while not self._stopping:
             if self._local_wakes:
                 timeout = 0.0
             else:
-                due = self._next_due()
+                due = next_due()
                 timeout = -1.0 if due is None else min(max(0.0, due - monotonic()), _MAX_WAIT)
-            for fd, _mask in poll(timeout):
+            ready = poll(timeout)
+            self._now = now = monotonic()
+            for fd, bits in ready:
+                if deferred:
+                    self._run_deferred()
+                if self._stopping:  # set by an event: mypy cannot see that
+                    break  # type: ignore[unreachable]
                 c = conns_get(fd)
                 if c is None:
                     self._ready_other(fd)
-                elif c._out is not None:
-                    self._flush(c)
+                elif c._mask != IN:
+                    self._ready(c, bits)
                 else:
                     try:
                         n = c._recv_into(buf)
@@ -254,8 +325,9 @@ class Loop:
                     except OSError as err:
                         self._close(c, err)
                         continue
+                    c._seen = now
                     if not n:
-                        self._close(c, None)  # end of input; nothing is pending here
+                        self._peer_eof(c)
                         continue
                     if data_cb is None:
                         continue
@@ -266,7 +338,7 @@ class Loop:
                         continue
                     if r is None:
                         continue
-                    if type(r) is bytes and prewrite is None:
+                    if type(r) is bytes and prewrite is None and c._out is None:
                         # The common reply: sent whole, with no copy and no poller call.
                         if not r:
                             continue
@@ -278,66 +350,122 @@ class Loop:
                             self._close(c, err)
                             continue
                         if sent < len(r):
-                            self._keep(c, r, sent)
-                        if postwrite is not None:
+                            self._keep(c, r, sent, True)
+                        if postwrite is not None and c._state is not GONE:
                             try:
                                 self._after_write(c, _check_action("postwrite", postwrite(c, sent, c._outlen)))
                             except Exception as err:
                                 self._fail(c, "postwrite", err)
                     else:
                         self._reply(c, "data", r)
-                if self._stopping:  # set by an event: mypy cannot see that
-                    return  # type: ignore[unreachable]
+            if deferred:
+                self._run_deferred()
+            if self._stopping:
+                return  # type: ignore[unreachable]
             if self._local_wakes:
                 wakes, self._local_wakes = self._local_wakes, []
                 self._deliver_wakes(wakes)
-            if self._next_tick is not None or self._sweep_at is not None or self._accept_resume is not None:
-                self._run_timers()
+            due = next_due()
+            if due is not None and due <= now:
+                self._run_timers(now)
 
-    def _next_due(self) -> float | None:
-        """The earliest timer, or `None` when nothing is scheduled."""
-        due: float | None = self._next_tick
-        for t in (self._sweep_at, self._accept_resume):
-            if t is not None and (due is None or t < due):
-                due = t
-        return due
+    def _ready(self, c: Conn, bits: int) -> None:
+        """The slow path: a connection with output pending, paused, or still connecting."""
+        if c._dial is not None:
+            self._dialer.ready(c)
+            return
+        if c._mask & OUT and bits & (OUT | ERR):
+            self._flush(c)
+            if c._state is GONE or self._stopping:
+                return
+        if c._mask & IN and bits & (IN | ERR):
+            self._read(c)
 
-    def _run_timers(self) -> None:
-        now = time.monotonic()
-        if self._accept_resume is not None and now >= self._accept_resume:
-            self._accept_resume = None
-            for fd in self._listeners:
-                self._poller.register(fd, IN)
-        if self._sweep_at is not None and now >= self._sweep_at:
-            self._sweep(now)
-        if self._next_tick is not None and now >= self._next_tick and not self._stopping:
-            self._run_tick()
+    def _read(self, c: Conn) -> None:
+        """One read and its `data` event (the hot path has its own copy of this)."""
+        try:
+            n = c._recv_into(self._buf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as err:
+            self._close(c, err)
+            return
+        c._seen = self._now
+        if not n:
+            self._peer_eof(c)
+            return
+        if self._data is None:
+            return
+        try:
+            r = self._data(c, self._view[:n] if c._reuse else bytes(self._view[:n]))
+        except Exception as err:
+            self._fail(c, "data", err)
+            return
+        if r is not None:
+            self._reply(c, "data", r)
 
-    def _schedule_sweep(self, deadline: float) -> None:
-        if self._sweep_at is None or deadline < self._sweep_at:
-            self._sweep_at = deadline
+    def _peer_eof(self, c: Conn) -> None:
+        """The peer ended its input: with `half_close`, tell `data`; without, close once output drains."""
+        if not c._half_close:
+            if c._out is None:
+                self._close(c, None)  # nothing to write, nothing unread: no lingering needed
+                return
+            self._move(c, Trigger.PEER_EOF)
+            self._settle(c)
+            return
+        self._move(c, Trigger.PEER_HALF_CLOSE)
+        self._update_interest(c)
+        if self._data is not None:
+            try:
+                r = self._data(c, b"")
+            except Exception as err:
+                self._fail(c, "data", err)
+                return
+            if r is not None:
+                self._reply(c, "data", r)
+        if c._state is CLOSING:
+            self._settle(c)
 
-    def _sweep(self, now: float) -> None:
-        """Drop closing connections whose peer stopped reading, and lingering sockets past their time."""
-        for c in [c for c in self._closing if now >= c._deadline]:
-            delivered = _delivered(c)
-            if delivered is not None and delivered != c._delivered:
-                # The peer took bytes from the kernel's queue: it reads, if slowly.
-                c._delivered = delivered
-                c._since = now
-            if now - c._since >= CLOSE_TIMEOUT:
-                self._close(c, TimeoutError(f"connection {c.id}: the peer read nothing for {CLOSE_TIMEOUT:g} s"))
+    def _run_deferred(self) -> None:
+        """Carry out what events put off until they returned, including what that in turn puts off."""
+        deferred = self._deferred
+        while deferred:
+            batch = deferred[:]
+            deferred.clear()
+            for function, arg in batch:
+                function(arg)
+
+    # ---- timers --------------------------------------------------------
+
+    def _run_timers(self, now: float) -> None:
+        deferred = self._deferred
+        for timer in self._timers.pop_due(now):
+            callback = timer._callback
+            if callback is None:
+                continue  # cancelled by a timer that ran before it in this turn
+            timer._callback = None
+            if timer._user:
+                try:
+                    r = callback()
+                    if r is not None:
+                        raise _bad_return(f"the timer callback {callback!r}", r, "None")
+                except Exception:
+                    logger.exception("timer callback %r raised", callback)
             else:
-                c._deadline = _next_look(c._since, now)
-        for fd in [fd for fd, (_, deadline) in self._lingering.items() if now >= deadline]:
-            self._end_linger(fd)
-        deadlines = [c._deadline for c in self._closing] + [d for _, d in self._lingering.values()]
-        self._sweep_at = min(deadlines) if deadlines else None
+                callback()
+            if deferred:
+                self._run_deferred()
+            if self._stopping:
+                return
+
+    def _call_later(self, delay: float, callback: Callable[[], object]) -> Timer:
+        """One of the loop's own timers, `delay` seconds from the loop's clock."""
+        return self._timers.call_at(self._now + delay, callback)
 
     def _run_tick(self) -> None:
+        self._tick_timer = None
         r = self._events.tick()
         if r is None:
-            self._next_tick = None
             return
         delay: object = r
         action: object = None
@@ -347,15 +475,19 @@ class Loop:
             delay, action = r
         if isinstance(delay, bool) or not isinstance(delay, (int, float)) or math.isnan(delay):
             raise _bad_return("tick", r, "a delay in seconds, (delay, action) or None")
-        self._next_tick = time.monotonic() + max(0.0, float(delay))
+        self._tick_timer = self._timers.call_at(time.monotonic() + max(0.0, float(delay)), self._run_tick)
         self._loop_action("tick", action)
+        self._run_deferred()
 
     def _loop_action(self, event: str, action: object) -> None:
         """Act on what `serving`, `tick`, `closed` or `detached` returned: only SHUTDOWN means something there."""
-        if _check_action(event, action) == Action.SHUTDOWN:
+        act = _check_action(event, action)
+        if act == Action.SHUTDOWN:
             self._stopping = True
+        elif act:
+            raise TypeError(f"{event} returned {Action(act)!r}; only Action.SHUTDOWN (or None) means something there")
 
-    # ---- listeners, lingering sockets and wakes ------------------------
+    # ---- listeners, lingering sockets and the inbox --------------------
 
     def _ready_other(self, fd: int) -> None:
         listener = self._listeners.get(fd)
@@ -363,14 +495,14 @@ class Loop:
             self._accept(listener)
         elif fd in self._lingering:
             self._linger_read(fd)
-        elif fd == self._waker.fd:
-            self._deliver_wakes(self._waker.take())
+        elif fd == self._inbox.fd:
+            self._drain_inbox()
         # Otherwise a stale report for a descriptor closed earlier in this batch.
 
     def _accept(self, listener: Listener) -> None:
         accept = listener.sock.accept
         for _ in range(ACCEPTS_PER_EVENT):
-            if self._accept_resume is not None:
+            if self._accept_paused:
                 return  # paused by an earlier listener in this batch
             try:
                 sock, addr = accept()
@@ -383,17 +515,24 @@ class Loop:
                 # ECONNABORTED and friends: that one client is gone; the next may be there.
                 continue
             self._open(sock, addr, listener)
+            self._run_deferred()
             if self._stopping:
                 return
 
     def _pause_accepting(self, err: OSError) -> None:
         now = time.monotonic()
         if now - self._out_of_fds_at > OUT_OF_FDS_EPISODE:
-            logger.warning("evio: cannot accept (%s); pausing accepts, existing connections are served", err)
+            logger.warning("cannot accept (%s); pausing accepts, existing connections are served", err)
         self._out_of_fds_at = now
         for fd in self._listeners:
             self._poller.unregister(fd)
-        self._accept_resume = now + ACCEPT_PAUSE
+        self._accept_paused = True
+        self._call_later(ACCEPT_PAUSE, self._resume_accepting)
+
+    def _resume_accepting(self) -> None:
+        self._accept_paused = False
+        for fd in self._listeners:
+            self._poller.register(fd, IN)
 
     def _open(self, sock: socket.socket, addr: Any, listener: Listener) -> None:
         try:
@@ -404,11 +543,18 @@ class Loop:
         except OSError:
             sock.close()  # the peer left before we could look at it
             return
-        c = Conn(self._next_id, sock, addr, local, listener.index, self.wake)
-        self._next_id += 1
+        c = Conn(self, next(self._ids), addr, listener.index, False)
+        c.attach(sock)
+        c.local_addr = local
+        c._seen = self._now
         self._conns[c._fd] = c
         self._by_id[c.id] = c
         self._poller.register(c._fd, IN)
+        c._mask = IN
+        self._fire_opened(c)
+
+    def _fire_opened(self, c: Conn) -> None:
+        """Call `opened` and act on what it returns: `out`, `(out, action)` or `(out, options, action)`."""
         if self._opened is None:
             return
         try:
@@ -418,33 +564,158 @@ class Loop:
             if type(r) is tuple:
                 if len(r) == 2:
                     out, action = r
+                    if isinstance(action, Options):
+                        raise _bad_return("opened", r, "an evio.Action as the second item; options go in the 3-tuple")
+                    _check_action("opened", action, r)
                 elif len(r) == 3:
                     out, opts, action = r
+                    _check_action("opened", action, r)
                     if opts is not None:
                         if not isinstance(opts, Options):
                             raise _bad_return("opened", r, "(out, options, action) with an evio.Options")
-                        apply_options(c, opts)
+                        self._apply_options(c, opts)
                 else:
                     raise _bad_return("opened", r, "out, (out, action) or (out, options, action)")
-            self._write_and_act(c, "opened", out, action)
+            if c._state is not GONE:
+                self._write_and_act(c, "opened", out, action, False)
         except Exception as err:
             self._fail(c, "opened", err)
+
+    def _apply_options(self, c: Conn, opts: Options) -> None:
+        """Set what `opts` asks for on `c`: socket options, time-outs and limits."""
+        c._reuse = bool(opts.reuse_input_buffer)
+        c._half_close = bool(opts.half_close)
+        c._max_pending = opts.max_pending
+        ka = opts.tcp_keepalive
+        if ka is not None:
+            sock = c._sock
+            assert sock is not None
+            if sock.family not in (socket.AF_INET, socket.AF_INET6):
+                raise ValueError(f"Options.tcp_keepalive needs a TCP connection, not {c.local_addr!r}")
+            secs = max(1, round(ka))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            # Linux and most BSDs name the idle time TCP_KEEPIDLE; macOS names it TCP_KEEPALIVE.
+            idle = getattr(socket, "TCP_KEEPIDLE", None) or getattr(socket, "TCP_KEEPALIVE", None)
+            if idle is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, idle, secs)
+            if hasattr(socket, "TCP_KEEPINTVL"):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, secs)
+        if c._idle_timer is not None:
+            c._idle_timer.cancel()
+            c._idle_timer = None
+        c._idle = opts.idle_timeout
+        if c._idle is not None:
+            c._idle_timer = self._call_later(c._idle, functools.partial(self._check_idle, c))
+        if c._max_pending is not None and c._outlen > c._max_pending:
+            self._overflow(c, 0)
+
+    def _check_idle(self, c: Conn) -> None:
+        """An idle time-out came due: close the connection, or wait until its new deadline."""
+        c._idle_timer = None
+        if c._state is GONE or c._idle is None:
+            return
+        deadline = c._seen + c._idle
+        if self._now >= deadline:
+            err = TimeoutError(errno.ETIMEDOUT, f"connection {c.id} was idle for {c._idle:g} s")
+            if c._out is None and c._state is not HALF_CLOSED_LOCAL:
+                self._close_gracefully(c, err)
+            else:
+                self._close(c, err)  # the peer does not read: what is pending cannot go
+        else:
+            c._idle_timer = self._timers.call_at(deadline, functools.partial(self._check_idle, c))
+
+    def _drain_inbox(self) -> None:
+        """Carry out the calls other threads posted, in order; a connection's repeated wakes fire once."""
+        deferred = self._deferred
+        woken: set[int] = set()
+        wake_call = self._wake_call
+        for function, conn, arg in self._inbox.take():
+            if function is wake_call:
+                if arg in woken:
+                    continue
+                woken.add(arg)
+            function(conn, arg)
+            if deferred:
+                self._run_deferred()
+
+    # ---- what Conn and Server ask of the loop ----------------------------
+
+    def _on_loop(self) -> bool:
+        return threading.get_ident() == self._thread
+
+    def _post(self, function: Callable[[Any, Any], None], conn: Any, arg: Any, posted: int = 0) -> bool:
+        return self._inbox.post(function, conn, arg, posted)
+
+    def conn_write(self, c: Conn, out: Buffer) -> bool:
+        if c._state not in WRITABLE or c._shut:
+            return False
+        out = _as_buffer(c, out)
+        if not self._on_loop():
+            data = out if type(out) is bytes else bytes(out)  # a mutable buffer is copied now
+            return self._post(self._apply_posted_write, c, data, len(data))
+        self._write(c, out, False)
+        return c._state is not GONE
+
+    def _apply_posted_write(self, c: Conn, data: bytes) -> None:
+        self._inbox.settle(c, len(data))
+        if c._state in WRITABLE:
+            self._write(c, data, False)
+
+    def conn_close(self, c: Conn) -> bool:
+        if c._state not in WRITABLE or c._shut:
+            return False
+        if not self._on_loop():
+            c._shut = True  # so this thread's later writes are refused, in call order
+            return self._post(self._apply_close, c, None)
+        self._apply_close(c, None)
+        return True
+
+    def _apply_close(self, c: Conn, _: None) -> None:
+        if self._move(c, Trigger.CLOSE):
+            self._deferred.append((self._settle, c))
+
+    def conn_write_eof(self, c: Conn) -> bool:
+        if c._state not in WRITABLE or c._shut:
+            return False
+        if not self._on_loop():
+            c._shut = True
+            return self._post(self._apply_write_eof, c, None)
+        self._apply_write_eof(c, None)
+        return True
+
+    def _apply_write_eof(self, c: Conn, _: None) -> None:
+        if self._move(c, Trigger.WRITE_EOF):
+            self._deferred.append((self._settle, c))
+
+    def conn_set_paused(self, c: Conn, paused: bool) -> None:
+        if not self._on_loop():
+            self._post(self._apply_paused, c, paused)
+            return
+        self._apply_paused(c, paused)
+
+    def _apply_paused(self, c: Conn, paused: bool) -> None:
+        if c._paused is not paused:
+            c._paused = paused
+            self._update_interest(c)
 
     def wake(self, id: int) -> bool:
         """Deliver `data(conn, None)` to connection `id` soon; safe from any thread."""
         c = self._by_id.get(id)
-        if c is None or c._state != OPEN:
+        if c is None or c._state not in WAKEABLE:
             return False
-        if threading.get_ident() == self._thread:
+        if self._on_loop():
             self._local_wakes.append(id)
             return True
-        return self._waker.wake(id)
+        return self._post(self._wake_call, None, id)
+
+    def _apply_wake(self, _: None, id: int) -> None:
+        self._deliver_wakes([id])
 
     def _deliver_wakes(self, ids: list[int]) -> None:
         data_cb = self._data
         for id in dict.fromkeys(ids):
             c = self._by_id.get(id)
-            if c is None or c._state != OPEN or data_cb is None:
+            if c is None or c._state not in WAKEABLE or data_cb is None:
                 continue
             try:
                 r = data_cb(c, None)
@@ -452,8 +723,83 @@ class Loop:
                     self._reply(c, "data", r)
             except Exception as err:
                 self._fail(c, "data", err)
+            self._run_deferred()
             if self._stopping:
                 return
+
+    def dial(self, addr: str, timeout: float | None, context: Any) -> Conn:
+        address = self._dialer.parse(addr)
+        if timeout is not None:
+            timeout = _seconds("dial()'s timeout", timeout)
+        self._refuse_if_stopping(f"dial {addr!r}")
+        c = Conn(self, next(self._ids), self._dialer.target(address), -1, True)
+        c.context = context
+        if self._on_loop():
+            self._dialer.start(c, address, timeout)
+        elif not self._post(self._apply_dial, c, (address, timeout)):
+            self._refuse_if_stopping(f"dial {addr!r}", force=True)
+        return c
+
+    def _apply_dial(self, c: Conn, arg: Any) -> None:
+        address, timeout = arg
+        self._dialer.start(c, address, timeout)
+
+    def after(self, delay: float, callback: Callable[[], object]) -> Timer:
+        secs = _seconds("after()'s delay", delay)
+        if not callable(callback):
+            raise TypeError(f"after() needs a callable, not {callback!r}")
+        self._refuse_if_stopping("schedule a timer")
+        timer = Timer(self._timers, time.monotonic() + secs, callback, True)
+        if self._on_loop():
+            self._timers.push(timer)
+        elif not self._post(self._apply_timer, None, timer):
+            self._refuse_if_stopping("schedule a timer", force=True)
+        return timer
+
+    def _apply_timer(self, _: None, timer: Timer) -> None:
+        self._timers.push(timer)
+
+    def shutdown(self) -> None:
+        if self._on_loop():
+            self._stopping = True
+        else:
+            self._post(self._apply_shutdown, None, None)
+
+    def _apply_shutdown(self, _: None, __: None) -> None:
+        self._stopping = True
+
+    def _refuse_if_stopping(self, what: str, force: bool = False) -> None:
+        if force or self._stopping or self._inbox.closed:
+            raise RuntimeError(f"cannot {what}: the server is shutting down")
+
+    # ---- dialled connections (the dialer's results) ----------------------
+
+    def connected(self, c: Conn, sock: socket.socket) -> None:
+        """A dial succeeded: `c` becomes an open connection and `opened` fires (unless it was closed meanwhile)."""
+        c.attach(sock)
+        try:
+            if sock.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            c.local_addr = sock.getsockname()
+            c.remote_addr = sock.getpeername()
+        except OSError as err:
+            self._close(c, err)
+            return
+        c._seen = self._now
+        self._by_id[c.id] = c
+        # A dial closed before it was up sends what was written, then closes, without `opened`.
+        if self._move(c, Trigger.CONNECTED) or c._state is HALF_CLOSED_LOCAL:
+            self._fire_opened(c)
+        if c._out is not None and c._state is not GONE:
+            self._flush(c)  # what was written before the connection was up, then what opened returned
+        self._settle(c)
+
+    def dial_failed(self, c: Conn, err: BaseException) -> None:
+        """A dial could not be made: `closed(conn, err)` fires; `opened` never did."""
+        self._move(c, Trigger.END)
+        c._out = None
+        c._outlen = 0
+        self._ended(c, err)
 
     # ---- output and actions --------------------------------------------
 
@@ -463,27 +809,43 @@ class Loop:
             if type(r) is tuple:
                 if len(r) != 2:
                     raise _bad_return(event, r, "out or (out, action)")
-                self._write_and_act(c, event, r[0], r[1])
+                _check_action(event, r[1], r)
+                self._write_and_act(c, event, r[0], r[1], True)
             else:
-                self._write_and_act(c, event, r, None)
+                self._write_and_act(c, event, r, None, True)
         except Exception as err:
             self._fail(c, event, err)
 
-    def _write_and_act(self, c: Conn, event: str, out: object, action: object) -> None:
+    def _write_and_act(self, c: Conn, event: str, out: object, action: object, reply: bool) -> None:
         act = _check_action(event, action)
         if out is not None:
-            self._write(c, _check_out(event, out))
+            self._write(c, _check_out(event, out), reply)
         if act:
             self._act(c, act)
 
-    def _write(self, c: Conn, out: bytes | bytearray | memoryview) -> None:
-        """Send `out` now, or queue it behind output that is already waiting."""
+    def _write(self, c: Conn, out: Buffer, reply: bool) -> None:
+        """Send `out` now, or queue it behind output that is already waiting.
+
+        `reply` is true for output the connection's own events returned: while
+        it is pending, the connection is not read (see the design notes).
+        """
         size = len(out)
-        if not size or c._state == GONE:
+        if not size or c._state is GONE:
             return
-        if c._out is not None:
+        if c._eof_sent:
+            raise RuntimeError(f"output for connection {c.id} after its write side was shut down (write_eof)")
+        if c._out is not None or c._dial is not None:
+            limit = c._max_pending
+            if limit is not None and c._outlen + size > limit:
+                self._overflow(c, size)
+                return
+            if c._out is None:
+                c._out = deque()
             c._out.extend(_chunks(out, 0))
             c._outlen += size
+            if reply and not c._hold:
+                c._hold = True
+                self._update_interest(c)
             return
         detach_after = self._before_write(c, size)
         if detach_after is None:
@@ -495,8 +857,12 @@ class Loop:
         except OSError as err:
             self._close(c, err)
             return
+        if sent:
+            c._seen = self._now
         if sent < size:
-            self._keep(c, out, sent)
+            self._keep(c, out, sent, reply)
+            if c._state is GONE:
+                return
         if self._postwrite is not None:
             self._after_write(c, _check_action("postwrite", self._postwrite(c, sent, c._outlen)))
         if detach_after:
@@ -514,11 +880,24 @@ class Loop:
             self._stopping = True
         return act == Action.DETACH
 
-    def _keep(self, c: Conn, out: bytes | bytearray | memoryview, sent: int) -> None:
-        """Queue what `send` did not take and watch for writability instead of input."""
+    def _keep(self, c: Conn, out: Buffer, sent: int, reply: bool) -> None:
+        """Queue what `send` did not take and watch for writability."""
+        left = len(out) - sent
+        limit = c._max_pending
+        if limit is not None and left > limit:
+            self._overflow(c, left)
+            return
         c._out = deque(_chunks(out, sent))
-        c._outlen = len(out) - sent
-        self._poller.modify(c._fd, OUT)
+        c._outlen = left
+        c._hold = reply
+        self._update_interest(c)
+
+    def _overflow(self, c: Conn, adding: int) -> None:
+        """A write would pass `max_pending`: drop the connection, as Redis drops a client that does not read."""
+        err = BufferError(
+            f"connection {c.id}: {c._outlen + adding} bytes would be pending, over max_pending={c._max_pending}"
+        )
+        self._close(c, err)
 
     def _after_write(self, c: Conn, act: int) -> None:
         """Act on what `postwrite` returned: CLOSE drops what remains."""
@@ -552,9 +931,11 @@ class Loop:
                 self._close(c, err)
                 return
             c._outlen -= sent
-            if sent and c._state != OPEN:
-                c._written += sent
-                c._since = time.monotonic()
+            if sent:
+                c._seen = self._now
+                if c._state is CLOSING or c._state is DETACHING:
+                    c._written += sent
+                    c._since = time.monotonic()
             if self._postwrite is not None:
                 self._after_write(c, _check_action("postwrite", self._postwrite(c, sent, c._outlen)))
             if detach_after:
@@ -565,65 +946,144 @@ class Loop:
         if out or c._out is not out:
             return
         c._out = None
-        if c._state == OPEN:
-            self._poller.modify(c._fd, IN)
-        elif c._state == CLOSING:
-            self._close_gracefully(c)
-        elif c._state == DETACHING:
-            self._detach(c)
+        c._hold = False
+        self._settle(c)
 
     def _act(self, c: Conn, act: int) -> None:
         if act == Action.SHUTDOWN:
             self._stopping = True
-        elif c._state == GONE:
+        elif act == Action.CLOSE:
+            if self._move(c, Trigger.CLOSE):
+                self._settle(c)
+        elif act == Action.DETACH and self._move(c, Trigger.DETACH):
+            self._settle(c)
+
+    def _move(self, c: Conn, trigger: Trigger) -> bool:
+        """Apply `trigger` to `c`'s state; `False` when it means nothing in that state."""
+        new = move(c._state, trigger)
+        if new is None:
+            return False
+        c._state = new
+        return True
+
+    def _settle(self, c: Conn) -> None:
+        """Do what `c`'s state asks for once its output has drained; until then, watch it drain."""
+        state = c._state
+        if state is GONE:
             return
-        elif act == Action.CLOSE or act == Action.DETACH:
-            if c._out is None:
-                if act == Action.CLOSE:
-                    self._close_gracefully(c)
-                else:
-                    self._detach(c)
-            elif c._state == OPEN:
-                c._state = CLOSING if act == Action.CLOSE else DETACHING
-                c._since = now = time.monotonic()
-                c._deadline = _next_look(now, now)
-                c._written = 0
-                c._delivered = _delivered(c)
-                self._closing.add(c)
-                self._schedule_sweep(c._deadline)
+        if c._out is not None or c._dial is not None:
+            if (state is CLOSING or state is DETACHING) and c._close_timer is None and c._dial is None:
+                self._watch_closing(c)
+            self._update_interest(c)
+        elif state is CLOSING:
+            self._close_gracefully(c, None)
+        elif state is DETACHING:
+            self._detach(c)
+        elif state is HALF_CLOSED_LOCAL and not c._eof_sent:
+            c._eof_sent = True
+            sock = c._sock
+            assert sock is not None
+            try:
+                sock.shutdown(socket.SHUT_WR)
+            except OSError as err:
+                self._close(c, err)
+                return
+            self._update_interest(c)
+        else:
+            self._update_interest(c)
+
+    def _update_interest(self, c: Conn) -> None:
+        """Register with the poller what `c` waits for now: output to drain, input to read, or nothing."""
+        if c._state is GONE or c._dial is not None:
+            return
+        want = 0 if c._out is None else OUT
+        if c._state in READING and not c._paused and not (c._hold and want):
+            want |= IN
+        have = c._mask
+        if want == have:
+            return
+        if not have:
+            self._poller.register(c._fd, want)
+        elif not want:
+            self._poller.unregister(c._fd)
+        else:
+            self._poller.modify(c._fd, want)
+        c._mask = want
+
+    def _watch_closing(self, c: Conn) -> None:
+        """A connection began closing with output pending: give up on it if the peer stops reading."""
+        c._since = now = time.monotonic()
+        c._written = 0
+        c._delivered = _delivered(c)
+        c._close_timer = self._timers.call_at(_next_look(now, now), functools.partial(self._look_at_closing, c))
+
+    def _look_at_closing(self, c: Conn) -> None:
+        c._close_timer = None
+        if c._state is not CLOSING and c._state is not DETACHING:
+            return
+        now = time.monotonic()
+        delivered = _delivered(c)
+        if delivered is not None and delivered != c._delivered:
+            # The peer took bytes from the kernel's queue: it reads, if slowly.
+            c._delivered = delivered
+            c._since = now
+        if now - c._since >= CLOSE_TIMEOUT:
+            why = f"connection {c.id}: the peer read nothing for {CLOSE_TIMEOUT:g} s"
+            self._close(c, TimeoutError(errno.ETIMEDOUT, why))
+        else:
+            look = functools.partial(self._look_at_closing, c)
+            c._close_timer = self._timers.call_at(_next_look(c._since, now), look)
 
     # ---- endings -------------------------------------------------------
 
     def _forget(self, c: Conn) -> None:
         c._state = GONE
         c._out = None
-        del self._conns[c._fd]
-        del self._by_id[c.id]
-        self._closing.discard(c)
-        self._poller.unregister(c._fd)
+        c._outlen = 0
+        self._conns.pop(c._fd, None)
+        self._by_id.pop(c.id, None)
+        for timer in (c._idle_timer, c._close_timer):
+            if timer is not None:
+                timer.cancel()
+        c._idle_timer = c._close_timer = None
+        if c._mask:
+            self._poller.unregister(c._fd)
+            c._mask = 0
+
+    def _ended(self, c: Conn, err: BaseException | None) -> None:
+        """`closed(conn, err)` fires once the running event (if any) returns."""
+        if self._closed is not None:
+            self._deferred.append((self._fire_closed, (c, err)))
+
+    def _fire_closed(self, arg: tuple[Conn, BaseException | None]) -> None:
+        c, err = arg
+        assert self._closed is not None
+        self._call_ending("closed", self._closed, c, err)
 
     def _close(self, c: Conn, err: BaseException | None) -> None:
-        if c._state == GONE:
+        """Close at once, dropping pending output: for errors, resets and misbehaving peers."""
+        if c._state is GONE:
             return
         self._forget(c)
-        c._sock.close()
-        if self._closed is not None:
-            self._call_ending("closed", self._closed, c, err)
+        if c._sock is not None:
+            c._sock.close()
+        self._ended(c, err)
 
-    def _close_gracefully(self, c: Conn) -> None:
+    def _close_gracefully(self, c: Conn, err: BaseException | None) -> None:
         """Close after all output went out, without a reset: see "Closing without a reset"."""
-        if c._state == GONE:
+        if c._state is GONE:
             return
         sock = c._sock
+        assert sock is not None
         for _ in range(16):  # discard what the peer sent after the request that closed it
             try:
                 if not c._recv_into(self._buf):
-                    self._close(c, None)  # the peer is done too: nothing can cause a reset
+                    self._close(c, err)  # the peer is done too: nothing can cause a reset
                     return
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
-                self._close(c, None)
+                self._close(c, err)
                 return
         self._forget(c)
         try:
@@ -631,12 +1091,10 @@ class Loop:
         except OSError:
             sock.close()
         else:
-            deadline = time.monotonic() + LINGER_TIMEOUT
-            self._lingering[c._fd] = (sock, deadline)
+            timer = self._call_later(LINGER_TIMEOUT, functools.partial(self._end_linger, c._fd))
+            self._lingering[c._fd] = (sock, timer)
             self._poller.register(c._fd, IN)
-            self._schedule_sweep(deadline)
-        if self._closed is not None:
-            self._call_ending("closed", self._closed, c, None)
+        self._ended(c, err)
 
     def _linger_read(self, fd: int) -> None:
         sock = self._lingering[fd][0]
@@ -650,13 +1108,18 @@ class Loop:
         self._end_linger(fd)
 
     def _end_linger(self, fd: int) -> None:
-        sock, _ = self._lingering.pop(fd)
+        entry = self._lingering.pop(fd, None)
+        if entry is None:
+            return
+        sock, timer = entry
+        timer.cancel()
         self._poller.unregister(fd)
         sock.close()
 
     def _detach(self, c: Conn) -> None:
         self._forget(c)
         sock = c._sock
+        assert sock is not None
         if self._detached is None:
             sock.close()
             return
@@ -664,37 +1127,40 @@ class Loop:
             sock.setblocking(True)
         except OSError as err:
             sock.close()
-            if self._closed is not None:
-                self._call_ending("closed", self._closed, c, err)
+            self._ended(c, err)
             return
         try:
             action = self._detached(c, sock)
         except Exception:
-            logger.exception("evio: detached raised for connection %d; closing its socket", c.id)
+            logger.exception("detached raised for connection %d; closing its socket", c.id)
             sock.close()  # nobody took it over
             return
         try:
             self._loop_action("detached", action)
         except TypeError:
-            logger.exception("evio: detached returned a bad value for connection %d", c.id)
+            logger.exception("detached returned a bad value for connection %d", c.id)
 
     def _call_ending(self, event: str, fn: Callable[[Conn, Any], object], c: Conn, arg: Any) -> None:
         """Call `closed`, logging what it raises."""
         try:
             self._loop_action(event, fn(c, arg))
         except Exception:
-            logger.exception("evio: %s raised for connection %d", event, c.id)
+            logger.exception("%s raised for connection %d", event, c.id)
 
     def _fail(self, c: Conn, event: str, err: Exception) -> None:
-        logger.error("evio: %s raised for connection %d; closing it", event, c.id, exc_info=err)
+        logger.error("%s raised for connection %d; closing it", event, c.id, exc_info=err)
         self._close(c, err)
 
     def _teardown(self) -> None:
-        """Write what each connection can take at once, close them all, then the listeners."""
-        conns = list(self._conns.values())
+        """Carry out what other threads posted, write what each connection can take at once, close everything."""
+        self._stopping = True
         try:
-            for c in conns:
-                if c._state == GONE:
+            for function, conn, arg in self._inbox.close():
+                function(conn, arg)
+            self._dialer.abort_all()
+            self._run_deferred()
+            for c in list(self._conns.values()):
+                if c._state is GONE or c._dial is not None:
                     continue
                 out = c._out
                 try:
@@ -709,13 +1175,18 @@ class Loop:
                 except OSError:
                     pass
                 self._close(c, None)
+            self._run_deferred()
         finally:
-            for c in conns:
-                c._sock.close()
+            for c in list(self._conns.values()):
+                if c._sock is not None:
+                    c._sock.close()
             for sock, _ in self._lingering.values():
                 sock.close()
             self._lingering.clear()
             for listener in self._listeners.values():
                 listener.close()
-            self._waker.close()
+            self._dialer.close()
             self._poller.close()
+
+
+__all__ = ["Loop", "SockAddr", "serve"]

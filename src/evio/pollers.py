@@ -1,4 +1,4 @@
-"""The backends: readiness pollers with one interface, epoll's.
+"""The backends: readiness pollers behind one interface, `Poller`, in epoll's terms.
 
 `EpollPoller` calls `select.epoll` directly (Linux). `SelectorPoller` is the
 portable one, over `selectors.DefaultSelector` (kqueue on BSD and macOS, poll
@@ -10,14 +10,37 @@ from __future__ import annotations
 
 import select
 import selectors
-from typing import List, Tuple
+from typing import List, Protocol, Tuple
 
 #: Readiness bits, numbered as epoll numbers them on every platform.
 IN = 0x001
 OUT = 0x004
 ERR = 0x008 | 0x010  # EPOLLERR | EPOLLHUP: reported whether asked for or not
 
-Events = List[Tuple[int, int]]
+Ready = List[Tuple[int, int]]
+
+
+class Poller(Protocol):
+    """What the loop needs of a backend: level-triggered readiness of descriptors.
+
+    A descriptor is registered with a non-empty mask of `IN` and `OUT`; the
+    loop unregisters it rather than asking for nothing, since epoll would
+    still report errors and hang-ups of a descriptor nobody reads.
+    """
+
+    name: str
+
+    def poll(self, timeout: float = -1) -> Ready:
+        """Wait up to `timeout` seconds (-1: no limit) and return `(fd, bits)` for what is ready."""
+        ...
+
+    def register(self, fd: int, mask: int) -> None: ...
+
+    def modify(self, fd: int, mask: int) -> None: ...
+
+    def unregister(self, fd: int) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class EpollPoller:
@@ -47,7 +70,7 @@ class SelectorPoller:
     def __init__(self) -> None:
         self._sel = selectors.DefaultSelector()
 
-    def poll(self, timeout: float = -1) -> Events:
+    def poll(self, timeout: float = -1) -> Ready:
         ready = self._sel.select(None if timeout < 0 else timeout)
         read, write = selectors.EVENT_READ, selectors.EVENT_WRITE
         return [(key.fd, (IN if mask & read else 0) | (OUT if mask & write else 0)) for key, mask in ready]
@@ -69,7 +92,7 @@ def _selector_mask(mask: int) -> int:
     return (selectors.EVENT_READ if mask & IN else 0) | (selectors.EVENT_WRITE if mask & OUT else 0)
 
 
-def make_poller(portable: bool) -> EpollPoller | SelectorPoller:
+def make_poller(portable: bool) -> Poller:
     """epoll where the OS has it, unless `portable` asks for the selectors backend."""
     if not portable and hasattr(select, "epoll"):
         return EpollPoller()
