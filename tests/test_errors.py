@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import re
 import threading
 from pathlib import Path
 from typing import Any, Callable, Union
@@ -188,3 +189,119 @@ def test_loop_level_failures_close_everything_and_propagate(backend: str, tmp_pa
         assert isinstance(st.error, expected)
     assert not os.path.exists(path), "the unix socket file is removed in every case"
     assert open_fds() == before
+
+
+# ---- messages that say what is wrong -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("returned", "message"),
+    [
+        ((b"hi", evio.Options()), "options go in the 3-tuple"),
+        ((b"hi", None, "close"), r"\(b'hi', None, 'close'\)"),
+        ((b"a", b"b", None, None), "out, \\(out, action\\) or \\(out, options, action\\)"),
+    ],
+)
+def test_opened_returning_a_bad_tuple_says_how_to_fix_it(
+    start_server: Start, backend: str, returned: Any, message: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Bad(Faulty):
+        def opened(self, conn: evio.Conn) -> OpenedResult:
+            return returned  # type: ignore[no-any-return]
+
+    ev = Bad()
+    st = start_server(ev, local(backend))
+    with caplog.at_level(logging.ERROR, logger="evio"), st.connect() as c:
+        assert recv_until_closed(c) == b""
+        err = ev.closed_with.get(timeout=WAIT)
+    assert isinstance(err, TypeError)
+    assert re.search(message, str(err)), str(err)
+    assert "opened returned" in str(err)
+
+
+def test_data_returning_a_tuple_of_two_buffers_blames_the_tuple(start_server: Start, backend: str) -> None:
+    class Pair(Faulty):
+        def data(self, conn: evio.Conn, data: Data) -> DataResult:
+            return b"a", b"b"  # type: ignore[return-value]
+
+    ev = Pair()
+    st = start_server(ev, local(backend))
+    with st.connect() as c:
+        c.sendall(b"x")
+        assert recv_until_closed(c) == b""
+    err = ev.closed_with.get(timeout=WAIT)
+    assert isinstance(err, TypeError)
+    assert "(b'a', b'b')" in str(err), "the message shows the whole tuple, not just its second item"
+
+
+@pytest.mark.parametrize("where", ["serving", "tick"])
+def test_a_connection_action_from_a_loop_event_is_a_type_error(backend: str, where: str) -> None:
+    class Wrong(TestEvents):
+        def serving(self, server: evio.Server) -> evio.Action | None:
+            super().serving(server)
+            return evio.Action.CLOSE if where == "serving" else None
+
+        def tick(self) -> TickResult:
+            return (0.01, evio.Action.DETACH) if where == "tick" else None
+
+    st = ServerThread(Wrong(), local(backend))
+    st.thread.start()
+    st.join()
+    assert isinstance(st.error, TypeError)
+    assert f"{where} returned" in str(st.error) and "only Action.SHUTDOWN" in str(st.error)
+
+
+def test_a_connection_action_from_closed_is_logged_as_a_type_error(
+    start_server: Start, backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    logged = threading.Event()
+
+    class Wrong(Faulty):
+        def closed(self, conn: evio.Conn, err: BaseException | None) -> evio.Action | None:
+            super().closed(conn, err)
+            return evio.Action.CLOSE
+
+    class Flag(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.exc_info and "only Action.SHUTDOWN" in str(record.exc_info[1]):
+                logged.set()
+
+    handler = Flag()
+    logging.getLogger("evio").addHandler(handler)
+    try:
+        ev = Wrong()
+        st = start_server(ev, local(backend))
+        with st.connect() as c:
+            c.sendall(b"hi")
+            assert recv_exactly(c, 2) == b"hi"
+        assert ev.closed_with.get(timeout=WAIT) is None
+        assert logged.wait(WAIT), "closed returning Action.CLOSE is reported"
+        with st.connect() as c:  # and the server goes on
+            c.sendall(b"ok")
+            assert recv_exactly(c, 2) == b"ok"
+    finally:
+        logging.getLogger("evio").removeHandler(handler)
+
+
+def test_log_messages_do_not_repeat_the_logger_name(
+    start_server: Start, backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    ev = Faulty()
+    st = start_server(ev, local(backend))
+    with caplog.at_level(logging.ERROR, logger="evio"), st.connect() as c:
+        c.sendall(b"boom")
+        assert recv_until_closed(c) == b""
+        ev.closed_with.get(timeout=WAIT)
+    records = [r for r in caplog.records if r.name == "evio"]
+    assert records
+    assert not any(r.getMessage().startswith("evio:") for r in records)
+
+
+def test_a_regular_file_at_a_unix_path_is_named_as_such(tmp_path: Path, backend: str) -> None:
+    target = tmp_path / "not-a-socket"
+    target.write_bytes(b"data")
+    with pytest.raises(OSError) as info:
+        evio.serve(Faulty(), with_backend(f"unix://{target}", backend))
+    assert "a regular file is in the way" in str(info.value)
+    assert "Address already in use" not in str(info.value)
+    assert target.read_bytes() == b"data"
