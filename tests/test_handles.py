@@ -234,7 +234,7 @@ def test_close_of_another_connection_fires_closed_after_the_event(start_server: 
             return b"kicked"
 
         def closed(self, conn: evio.Conn, err: BaseException | None) -> evio.Action | None:
-            order.append("closed")
+            order.append(f"closed {conn.id}")
             return super().closed(conn, err)
 
     ev = Kick()
@@ -247,7 +247,7 @@ def test_close_of_another_connection_fires_closed_after_the_event(start_server: 
         assert recv_exactly(kicker, 6) == b"kicked"
         assert recv_until_closed(victim) == b"pending goes first"
         assert ev.next_closed() == (victim_conn.id, None)
-    assert order == ["close", "after close", "event returns", "closed"]
+        assert order == ["close", "after close", "event returns", f"closed {victim_conn.id}"]
 
 
 def test_close_and_write_eof_from_another_thread(start_server: Start, backend: str) -> None:

@@ -1,7 +1,9 @@
 """The handles the loop gives to events: `Conn` for a connection, `Server` for the server.
 
-Both are thin: every method hands its work to the loop (`evio.loop`), which
-does it at once on the loop's thread and queues it from any other thread.
+Every method is safe from any thread. It checks what it can check at once
+(the state, the arguments), then either does its work through the loop, on
+the loop's thread, or posts the call to the loop's inbox from any other
+thread, where the loop carries it out in call order.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from collections import deque
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Tuple, Union
 
-from .state import State
+from .checks import Buffer, as_buffer, seconds
+from .state import WRITABLE, State
 
 if TYPE_CHECKING:
     from .loop import Loop
@@ -19,8 +22,6 @@ if TYPE_CHECKING:
 
 #: An address as the socket module reports it: a tuple for TCP, a path for unix.
 SockAddr = Union[Tuple[Any, ...], str]
-#: What `Conn.write` takes.
-Buffer = Union[bytes, bytearray, memoryview]
 
 
 class Conn:
@@ -133,14 +134,22 @@ class Conn:
         closing or detached, or its write side was shut with `write_eof`. A
         mutable buffer is copied before this returns.
         """
-        return self._loop.conn_write(self, out)
+        if self._state not in WRITABLE or self._shut:
+            return False
+        out = as_buffer(self, out)
+        loop = self._loop
+        if loop.on_loop():
+            loop.write(self, out)
+            return self._state is not State.GONE
+        data = out if type(out) is bytes else bytes(out)  # a mutable buffer is copied now
+        return loop.post(loop.posted_write, self, data, len(data))
 
     def close(self) -> bool:
         """Close as `Action.CLOSE` does: pending output is written first, then `closed(conn, None)` fires.
 
         Returns `False` when the connection is already closed, closing or detached.
         """
-        return self._loop.conn_close(self)
+        return self._request(self._loop.close)
 
     def write_eof(self) -> bool:
         """Once pending output is written, shut down the write side: the peer reads end of input.
@@ -149,7 +158,18 @@ class Conn:
         with `closed(conn, None)`. Returns `False` when it is closed, closing,
         detached or already shut for writing.
         """
-        return self._loop.conn_write_eof(self)
+        return self._request(self._loop.write_eof)
+
+    def _request(self, action: Callable[[Conn, object], None]) -> bool:
+        """Ask for `close` or `write_eof`: at once on the loop's thread, else through its inbox."""
+        if self._state not in WRITABLE or self._shut:
+            return False
+        loop = self._loop
+        if loop.on_loop():
+            action(self, None)
+            return True
+        self._shut = True  # so this thread's later writes are refused, in call order
+        return loop.post(action, self, None)
 
     def pause_reading(self) -> None:
         """Stop reading this connection's input until `resume_reading` (idempotent).
@@ -158,11 +178,18 @@ class Conn:
         connection still writes, and reports a reset or end of input when it
         resumes.
         """
-        self._loop.conn_set_paused(self, True)
+        self._set_paused(True)
 
     def resume_reading(self) -> None:
         """Read this connection's input again after `pause_reading` (idempotent)."""
-        self._loop.conn_set_paused(self, False)
+        self._set_paused(False)
+
+    def _set_paused(self, paused: bool) -> None:
+        loop = self._loop
+        if loop.on_loop():
+            loop.set_paused(self, paused)
+        else:
+            loop.post(loop.set_paused, self, paused)
 
     @property
     def pending(self) -> int:
@@ -220,7 +247,18 @@ class Server:
         resolved off the loop's thread; its addresses are tried in order.
         Raises `RuntimeError` once the server is shutting down.
         """
-        return self._loop.dial(addr, timeout, context)
+        loop = self._loop
+        address = loop.dialer.parse(addr)
+        if timeout is not None:
+            timeout = seconds("dial()'s timeout", timeout)
+        self._refuse_if_stopping(f"dial {addr!r}")
+        c = loop.new_conn(loop.dialer.target(address), -1, True)
+        c.context = context
+        if loop.on_loop():
+            loop.dial(c, (address, timeout))
+        elif not loop.post(loop.dial, c, (address, timeout)):
+            self._refuse_if_stopping(f"dial {addr!r}", force=True)
+        return c
 
     def after(self, delay: float, callback: Callable[[], object]) -> Timer:
         """Call `callback()` on the loop's thread once, `delay` seconds from now.
@@ -229,11 +267,25 @@ class Server:
         exception raised by `callback` is logged and the loop goes on. Raises
         `RuntimeError` once the server is shutting down.
         """
-        return self._loop.after(delay, callback)
+        secs = seconds("after()'s delay", delay)
+        if not callable(callback):
+            raise TypeError(f"after() needs a callable, not {callback!r}")
+        self._refuse_if_stopping("schedule a timer")
+        loop = self._loop
+        timer = loop.new_timer(secs, callback)
+        if loop.on_loop():
+            loop.add_timer(None, timer)
+        elif not loop.post(loop.add_timer, None, timer):
+            self._refuse_if_stopping("schedule a timer", force=True)
+        return timer
 
     def shutdown(self) -> None:
         """Stop serving, as `Action.SHUTDOWN` does; from any thread, and idempotent."""
-        self._loop.shutdown()
+        loop = self._loop
+        if loop.on_loop():
+            loop.shutdown()
+        else:
+            loop.post(loop.shutdown, None, None)
 
     def wake(self, id: int) -> bool:
         """Ask for `Events.data(conn, None)` on connection `id` soon; safe from any thread.
@@ -241,6 +293,10 @@ class Server:
         Returns `False` for an unknown id, or a connection that is not open.
         """
         return self._loop.wake(id)
+
+    def _refuse_if_stopping(self, what: str, force: bool = False) -> None:
+        if force or self._loop.stopping:
+            raise RuntimeError(f"cannot {what}: the server is shutting down")
 
     def __repr__(self) -> str:
         return f"<evio.Server addrs={self.addrs!r}>"

@@ -87,11 +87,14 @@ import time
 from collections import deque
 from typing import Any, Callable, List, Tuple
 
-from .addresses import parse
-from .conn import Buffer, Conn, Server, SockAddr
+from .acceptor import Acceptor
+from .addresses import Address, parse
+from .checks import Buffer, bad_return, check_action, check_out
+from .conn import Conn, Server, SockAddr
 from .dialer import Dialer
 from .events import Action, Events, Options, overridden
 from .inbox import Inbox
+from .linger import Lingering
 from .listeners import Listener, bind_all
 from .pollers import ERR, IN, OUT, Poller, make_poller
 from .state import READING, WAKEABLE, WRITABLE, State, Trigger, move
@@ -107,14 +110,6 @@ logger = logging.getLogger("evio")
 
 #: A closing connection whose peer reads nothing for this long is dropped.
 CLOSE_TIMEOUT = 30.0
-#: How long a closed connection waits for the peer's end of input before the socket goes.
-LINGER_TIMEOUT = 5.0
-#: How long to stop accepting after the process ran out of descriptors.
-ACCEPT_PAUSE = 0.25
-#: A shortage of descriptors is one episode (logged once) until none is seen for this long.
-OUT_OF_FDS_EPISODE = 10.0
-#: Connections accepted per readiness event of a listener, at most.
-ACCEPTS_PER_EVENT = 128
 #: Bytes read per readiness event, at most.
 READ_SIZE = 65536
 #: Pending output is kept, and sent, in chunks of at most this many bytes.
@@ -123,8 +118,6 @@ SEND_CHUNK = 256 * 1024
 _MAX_WAIT = 86400.0
 
 GONE, CLOSING, DETACHING, HALF_CLOSED_LOCAL = State.GONE, State.CLOSING, State.DETACHING, State.HALF_CLOSED_LOCAL
-_NO_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
-_OUT_TYPES = (bytes, bytearray, memoryview)
 # Linux's ioctl for the unsent bytes of a socket: our own writes lag behind the
 # peer's reads (writability is reported only once a third of the buffer is free).
 _TIOCOUTQ: int | None = getattr(termios, "TIOCOUTQ", None) if sys.platform.startswith("linux") and termios else None
@@ -159,10 +152,6 @@ def serve(events: Events, *addrs: str) -> None:
     Loop(events, listeners, poller, inbox).run()
 
 
-def _bad_return(event: str, value: object, expected: str) -> TypeError:
-    return TypeError(f"{event} returned {value!r}; expected {expected}")
-
-
 def _delivered(c: Conn) -> int | None:
     """Bytes written since `c` began closing that the peer has taken, where the OS tells.
 
@@ -189,34 +178,6 @@ def _next_look(since: float, now: float) -> float:
     return min(now + CLOSE_TIMEOUT / 4, since + CLOSE_TIMEOUT)
 
 
-def _check_out(event: str, out: object) -> Buffer:
-    """`out` as a flat byte buffer, or a `TypeError` naming the event."""
-    if type(out) is memoryview and (out.ndim != 1 or out.itemsize != 1 or not out.c_contiguous):
-        # len() of such a view counts items or rows, not bytes.
-        return out.cast("B") if out.c_contiguous else out.tobytes()
-    if not isinstance(out, _OUT_TYPES):
-        raise _bad_return(event, out, "bytes, bytearray, memoryview or None as output")
-    return out
-
-
-def _as_buffer(c: Conn, out: object) -> Buffer:
-    """What `Conn.write` was given, as a flat byte buffer, or a `TypeError` naming the connection."""
-    if not isinstance(out, _OUT_TYPES):
-        raise TypeError(f"Conn.write() on connection {c.id} takes bytes, bytearray or memoryview, not {out!r}")
-    return _check_out("write", out)
-
-
-def _check_action(event: str, action: object, whole: object = None) -> int:
-    """`action` as an int, or a `TypeError` naming the event and what it returned (`whole`, if a tuple)."""
-    if action is None:
-        return 0
-    if isinstance(action, int) and not isinstance(action, bool) and 0 <= action <= 3:
-        return int(action)
-    if whole is None:
-        raise _bad_return(event, action, "an evio.Action")
-    raise _bad_return(event, whole, "an evio.Action as the last item of the tuple")
-
-
 def _chunks(out: Buffer, start: int) -> list[memoryview]:
     """`out[start:]` in chunks of `SEND_CHUNK`: views of immutable bytes, copies of anything else."""
     view = memoryview(out)
@@ -227,34 +188,25 @@ def _chunks(out: Buffer, start: int) -> list[memoryview]:
     return [memoryview(view[i : i + step].tobytes()) for i in range(start, end, step)]
 
 
-def _seconds(what: str, value: object) -> float:
-    """A delay in seconds as a float (negative counts as 0), or a `TypeError` naming `what`."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise TypeError(f"{what} must be a number of seconds, not {value!r}")
-    return max(0.0, float(value))
-
-
 class Loop:
     """One event loop over one poller: connections, listeners, dials, the inbox and the timers."""
 
     def __init__(self, events: Events, listeners: list[Listener], poller: Poller, inbox: Inbox) -> None:
         self._events = events
-        self._listeners = {lst.fd: lst for lst in listeners}
         self._poller = poller
         self._inbox = inbox
         self._timers = TimerHeap()
         self._conns: dict[int, Conn] = {}  # by descriptor: every socket of a connection the poller knows
         self._by_id: dict[int, Conn] = {}  # the open connections, as `Server.conns`
         self._ids = itertools.count(1)
-        self._lingering: dict[int, tuple[socket.socket, Timer]] = {}  # closed, waiting for the peer's EOF
+        self._lingering = Lingering(poller, self._call_later)
+        self._acceptor = Acceptor(listeners, poller, self._open, self._call_later)
         self._deferred: Deferred = []
         self._local_wakes: list[int] = []
         self._thread = 0
         self._stopping = False
         self._now = time.monotonic()  # the loop's clock, read once per turn
         self._tick_timer: Timer | None = None
-        self._accept_paused = False
-        self._out_of_fds_at = -math.inf  # when accept last failed for want of descriptors
         self._buf = bytearray(READ_SIZE)
         self._view = memoryview(self._buf)
         on = {n: overridden(events, n) for n in ("opened", "closed", "detached", "data", "prewrite", "postwrite")}
@@ -266,9 +218,9 @@ class Loop:
         self._postwrite = events.postwrite if on["postwrite"] else None
         self._ticks = overridden(events, "tick")
         # Bound once, so a batch of posted wakes can be told apart with `is`.
-        self._wake_call = self._apply_wake
+        self._wake_call = self._posted_wake
         self.server = Server(self, tuple(lst.name for lst in listeners), self._by_id)
-        self._dialer = Dialer(self)
+        self.dialer = Dialer(self)
 
     # ---- running -------------------------------------------------------
 
@@ -278,8 +230,7 @@ class Loop:
         try:
             poller = self._poller
             poller.register(self._inbox.fd, IN)
-            for fd in self._listeners:
-                poller.register(fd, IN)
+            self._acceptor.start()
             if overridden(self._events, "serving"):
                 self._loop_action("serving", self._events.serving(self.server))
                 self._run_deferred()
@@ -353,7 +304,7 @@ class Loop:
                             self._keep(c, r, sent, True)
                         if postwrite is not None and c._state is not GONE:
                             try:
-                                self._after_write(c, _check_action("postwrite", postwrite(c, sent, c._outlen)))
+                                self._after_write(c, check_action("postwrite", postwrite(c, sent, c._outlen)))
                             except Exception as err:
                                 self._fail(c, "postwrite", err)
                     else:
@@ -372,7 +323,7 @@ class Loop:
     def _ready(self, c: Conn, bits: int) -> None:
         """The slow path: a connection with output pending, paused, or still connecting."""
         if c._dial is not None:
-            self._dialer.ready(c)
+            self.dialer.ready(c)
             return
         if c._mask & OUT and bits & (OUT | ERR):
             self._flush(c)
@@ -448,7 +399,7 @@ class Loop:
                 try:
                     r = callback()
                     if r is not None:
-                        raise _bad_return(f"the timer callback {callback!r}", r, "None")
+                        raise bad_return(f"the timer callback {callback!r}", r, "None")
                 except Exception:
                     logger.exception("timer callback %r raised", callback)
             else:
@@ -471,17 +422,17 @@ class Loop:
         action: object = None
         if type(r) is tuple:
             if len(r) != 2:
-                raise _bad_return("tick", r, "a delay, (delay, action) or None")
+                raise bad_return("tick", r, "a delay, (delay, action) or None")
             delay, action = r
         if isinstance(delay, bool) or not isinstance(delay, (int, float)) or math.isnan(delay):
-            raise _bad_return("tick", r, "a delay in seconds, (delay, action) or None")
+            raise bad_return("tick", r, "a delay in seconds, (delay, action) or None")
         self._tick_timer = self._timers.call_at(time.monotonic() + max(0.0, float(delay)), self._run_tick)
         self._loop_action("tick", action)
         self._run_deferred()
 
     def _loop_action(self, event: str, action: object) -> None:
         """Act on what `serving`, `tick`, `closed` or `detached` returned: only SHUTDOWN means something there."""
-        act = _check_action(event, action)
+        act = check_action(event, action)
         if act == Action.SHUTDOWN:
             self._stopping = True
         elif act:
@@ -490,49 +441,19 @@ class Loop:
     # ---- listeners, lingering sockets and the inbox --------------------
 
     def _ready_other(self, fd: int) -> None:
-        listener = self._listeners.get(fd)
+        listener = self._acceptor.listeners.get(fd)
         if listener is not None:
-            self._accept(listener)
+            self._acceptor.accept(listener, self._keep_accepting)
         elif fd in self._lingering:
-            self._linger_read(fd)
+            self._lingering.readable(fd)
         elif fd == self._inbox.fd:
             self._drain_inbox()
         # Otherwise a stale report for a descriptor closed earlier in this batch.
 
-    def _accept(self, listener: Listener) -> None:
-        accept = listener.sock.accept
-        for _ in range(ACCEPTS_PER_EVENT):
-            if self._accept_paused:
-                return  # paused by an earlier listener in this batch
-            try:
-                sock, addr = accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as err:
-                if err.errno in _NO_RESOURCES:
-                    self._pause_accepting(err)
-                    return
-                # ECONNABORTED and friends: that one client is gone; the next may be there.
-                continue
-            self._open(sock, addr, listener)
-            self._run_deferred()
-            if self._stopping:
-                return
-
-    def _pause_accepting(self, err: OSError) -> None:
-        now = time.monotonic()
-        if now - self._out_of_fds_at > OUT_OF_FDS_EPISODE:
-            logger.warning("cannot accept (%s); pausing accepts, existing connections are served", err)
-        self._out_of_fds_at = now
-        for fd in self._listeners:
-            self._poller.unregister(fd)
-        self._accept_paused = True
-        self._call_later(ACCEPT_PAUSE, self._resume_accepting)
-
-    def _resume_accepting(self) -> None:
-        self._accept_paused = False
-        for fd in self._listeners:
-            self._poller.register(fd, IN)
+    def _keep_accepting(self) -> bool:
+        """After each accepted connection: carry out what its `opened` put off; go on unless stopping."""
+        self._run_deferred()
+        return not self._stopping
 
     def _open(self, sock: socket.socket, addr: Any, listener: Listener) -> None:
         try:
@@ -543,7 +464,7 @@ class Loop:
         except OSError:
             sock.close()  # the peer left before we could look at it
             return
-        c = Conn(self, next(self._ids), addr, listener.index, False)
+        c = self.new_conn(addr, listener.index, False)
         c.attach(sock)
         c.local_addr = local
         c._seen = self._now
@@ -565,17 +486,17 @@ class Loop:
                 if len(r) == 2:
                     out, action = r
                     if isinstance(action, Options):
-                        raise _bad_return("opened", r, "an evio.Action as the second item; options go in the 3-tuple")
-                    _check_action("opened", action, r)
+                        raise bad_return("opened", r, "an evio.Action as the second item; options go in the 3-tuple")
+                    check_action("opened", action, r)
                 elif len(r) == 3:
                     out, opts, action = r
-                    _check_action("opened", action, r)
+                    check_action("opened", action, r)
                     if opts is not None:
                         if not isinstance(opts, Options):
-                            raise _bad_return("opened", r, "(out, options, action) with an evio.Options")
+                            raise bad_return("opened", r, "(out, options, action) with an evio.Options")
                         self._apply_options(c, opts)
                 else:
-                    raise _bad_return("opened", r, "out, (out, action) or (out, options, action)")
+                    raise bad_return("opened", r, "out, (out, action) or (out, options, action)")
             if c._state is not GONE:
                 self._write_and_act(c, "opened", out, action, False)
         except Exception as err:
@@ -638,62 +559,40 @@ class Loop:
             if deferred:
                 self._run_deferred()
 
-    # ---- what Conn and Server ask of the loop ----------------------------
+    # ---- what Conn and Server ask of the loop (on its thread) --------------
 
-    def _on_loop(self) -> bool:
+    def on_loop(self) -> bool:
+        """Whether the caller runs on the loop's thread."""
         return threading.get_ident() == self._thread
 
-    def _post(self, function: Callable[[Any, Any], None], conn: Any, arg: Any, posted: int = 0) -> bool:
+    def post(self, function: Callable[[Any, Any], None], conn: Any, arg: Any, posted: int = 0) -> bool:
+        """From another thread: have the loop call `function(conn, arg)` soon; `False` once it has stopped."""
         return self._inbox.post(function, conn, arg, posted)
 
-    def conn_write(self, c: Conn, out: Buffer) -> bool:
-        if c._state not in WRITABLE or c._shut:
-            return False
-        out = _as_buffer(c, out)
-        if not self._on_loop():
-            data = out if type(out) is bytes else bytes(out)  # a mutable buffer is copied now
-            return self._post(self._apply_posted_write, c, data, len(data))
-        self._write(c, out, False)
-        return c._state is not GONE
+    @property
+    def stopping(self) -> bool:
+        return self._stopping or self._inbox.closed
 
-    def _apply_posted_write(self, c: Conn, data: bytes) -> None:
+    def new_conn(self, remote_addr: SockAddr, addr_index: int, outbound: bool) -> Conn:
+        return Conn(self, next(self._ids), remote_addr, addr_index, outbound)
+
+    def write(self, c: Conn, out: Buffer) -> None:
+        self._write(c, out, False)
+
+    def posted_write(self, c: Conn, data: bytes) -> None:
         self._inbox.settle(c, len(data))
         if c._state in WRITABLE:
             self._write(c, data, False)
 
-    def conn_close(self, c: Conn) -> bool:
-        if c._state not in WRITABLE or c._shut:
-            return False
-        if not self._on_loop():
-            c._shut = True  # so this thread's later writes are refused, in call order
-            return self._post(self._apply_close, c, None)
-        self._apply_close(c, None)
-        return True
-
-    def _apply_close(self, c: Conn, _: None) -> None:
+    def close(self, c: Conn, _: object = None) -> None:
         if self._move(c, Trigger.CLOSE):
             self._deferred.append((self._settle, c))
 
-    def conn_write_eof(self, c: Conn) -> bool:
-        if c._state not in WRITABLE or c._shut:
-            return False
-        if not self._on_loop():
-            c._shut = True
-            return self._post(self._apply_write_eof, c, None)
-        self._apply_write_eof(c, None)
-        return True
-
-    def _apply_write_eof(self, c: Conn, _: None) -> None:
+    def write_eof(self, c: Conn, _: object = None) -> None:
         if self._move(c, Trigger.WRITE_EOF):
             self._deferred.append((self._settle, c))
 
-    def conn_set_paused(self, c: Conn, paused: bool) -> None:
-        if not self._on_loop():
-            self._post(self._apply_paused, c, paused)
-            return
-        self._apply_paused(c, paused)
-
-    def _apply_paused(self, c: Conn, paused: bool) -> None:
+    def set_paused(self, c: Conn, paused: bool) -> None:
         if c._paused is not paused:
             c._paused = paused
             self._update_interest(c)
@@ -703,12 +602,12 @@ class Loop:
         c = self._by_id.get(id)
         if c is None or c._state not in WAKEABLE:
             return False
-        if self._on_loop():
+        if self.on_loop():
             self._local_wakes.append(id)
             return True
-        return self._post(self._wake_call, None, id)
+        return self.post(self._wake_call, None, id)
 
-    def _apply_wake(self, _: None, id: int) -> None:
+    def _posted_wake(self, _: None, id: int) -> None:
         self._deliver_wakes([id])
 
     def _deliver_wakes(self, ids: list[int]) -> None:
@@ -727,50 +626,18 @@ class Loop:
             if self._stopping:
                 return
 
-    def dial(self, addr: str, timeout: float | None, context: Any) -> Conn:
-        address = self._dialer.parse(addr)
-        if timeout is not None:
-            timeout = _seconds("dial()'s timeout", timeout)
-        self._refuse_if_stopping(f"dial {addr!r}")
-        c = Conn(self, next(self._ids), self._dialer.target(address), -1, True)
-        c.context = context
-        if self._on_loop():
-            self._dialer.start(c, address, timeout)
-        elif not self._post(self._apply_dial, c, (address, timeout)):
-            self._refuse_if_stopping(f"dial {addr!r}", force=True)
-        return c
+    def dial(self, c: Conn, arg: tuple[Address, float | None]) -> None:
+        self.dialer.start(c, *arg)
 
-    def _apply_dial(self, c: Conn, arg: Any) -> None:
-        address, timeout = arg
-        self._dialer.start(c, address, timeout)
+    def new_timer(self, delay: float, callback: Callable[[], object]) -> Timer:
+        """A user's timer, `delay` seconds from now (not scheduled yet: `add_timer` does that)."""
+        return Timer(self._timers, time.monotonic() + delay, callback, True)
 
-    def after(self, delay: float, callback: Callable[[], object]) -> Timer:
-        secs = _seconds("after()'s delay", delay)
-        if not callable(callback):
-            raise TypeError(f"after() needs a callable, not {callback!r}")
-        self._refuse_if_stopping("schedule a timer")
-        timer = Timer(self._timers, time.monotonic() + secs, callback, True)
-        if self._on_loop():
-            self._timers.push(timer)
-        elif not self._post(self._apply_timer, None, timer):
-            self._refuse_if_stopping("schedule a timer", force=True)
-        return timer
-
-    def _apply_timer(self, _: None, timer: Timer) -> None:
+    def add_timer(self, _: None, timer: Timer) -> None:
         self._timers.push(timer)
 
-    def shutdown(self) -> None:
-        if self._on_loop():
-            self._stopping = True
-        else:
-            self._post(self._apply_shutdown, None, None)
-
-    def _apply_shutdown(self, _: None, __: None) -> None:
+    def shutdown(self, _: object = None, __: object = None) -> None:
         self._stopping = True
-
-    def _refuse_if_stopping(self, what: str, force: bool = False) -> None:
-        if force or self._stopping or self._inbox.closed:
-            raise RuntimeError(f"cannot {what}: the server is shutting down")
 
     # ---- dialled connections (the dialer's results) ----------------------
 
@@ -808,8 +675,8 @@ class Loop:
         try:
             if type(r) is tuple:
                 if len(r) != 2:
-                    raise _bad_return(event, r, "out or (out, action)")
-                _check_action(event, r[1], r)
+                    raise bad_return(event, r, "out or (out, action)")
+                check_action(event, r[1], r)
                 self._write_and_act(c, event, r[0], r[1], True)
             else:
                 self._write_and_act(c, event, r, None, True)
@@ -817,9 +684,9 @@ class Loop:
             self._fail(c, event, err)
 
     def _write_and_act(self, c: Conn, event: str, out: object, action: object, reply: bool) -> None:
-        act = _check_action(event, action)
+        act = check_action(event, action)
         if out is not None:
-            self._write(c, _check_out(event, out), reply)
+            self._write(c, check_out(event, out), reply)
         if act:
             self._act(c, act)
 
@@ -864,7 +731,7 @@ class Loop:
             if c._state is GONE:
                 return
         if self._postwrite is not None:
-            self._after_write(c, _check_action("postwrite", self._postwrite(c, sent, c._outlen)))
+            self._after_write(c, check_action("postwrite", self._postwrite(c, sent, c._outlen)))
         if detach_after:
             self._act(c, Action.DETACH)
 
@@ -872,7 +739,7 @@ class Loop:
         """Call `prewrite` if overridden: `None` when it closed the connection, else whether to detach after."""
         if self._prewrite is None:
             return False
-        act = _check_action("prewrite", self._prewrite(c, amount))
+        act = check_action("prewrite", self._prewrite(c, amount))
         if act == Action.CLOSE:
             self._close(c, None)
             return None
@@ -937,7 +804,7 @@ class Loop:
                     c._written += sent
                     c._since = time.monotonic()
             if self._postwrite is not None:
-                self._after_write(c, _check_action("postwrite", self._postwrite(c, sent, c._outlen)))
+                self._after_write(c, check_action("postwrite", self._postwrite(c, sent, c._outlen)))
             if detach_after:
                 self._act(c, Action.DETACH)
         except Exception as err:
@@ -1091,30 +958,8 @@ class Loop:
         except OSError:
             sock.close()
         else:
-            timer = self._call_later(LINGER_TIMEOUT, functools.partial(self._end_linger, c._fd))
-            self._lingering[c._fd] = (sock, timer)
-            self._poller.register(c._fd, IN)
+            self._lingering.add(sock)
         self._ended(c, err)
-
-    def _linger_read(self, fd: int) -> None:
-        sock = self._lingering[fd][0]
-        try:
-            if sock.recv_into(self._buf):
-                return  # discarded; keep waiting for the peer's end of input
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            pass
-        self._end_linger(fd)
-
-    def _end_linger(self, fd: int) -> None:
-        entry = self._lingering.pop(fd, None)
-        if entry is None:
-            return
-        sock, timer = entry
-        timer.cancel()
-        self._poller.unregister(fd)
-        sock.close()
 
     def _detach(self, c: Conn) -> None:
         self._forget(c)
@@ -1157,7 +1002,7 @@ class Loop:
         try:
             for function, conn, arg in self._inbox.close():
                 function(conn, arg)
-            self._dialer.abort_all()
+            self.dialer.abort_all()
             self._run_deferred()
             for c in list(self._conns.values()):
                 if c._state is GONE or c._dial is not None:
@@ -1180,12 +1025,9 @@ class Loop:
             for c in list(self._conns.values()):
                 if c._sock is not None:
                     c._sock.close()
-            for sock, _ in self._lingering.values():
-                sock.close()
-            self._lingering.clear()
-            for listener in self._listeners.values():
-                listener.close()
-            self._dialer.close()
+            self._lingering.close()
+            self._acceptor.close()
+            self.dialer.close()
             self._poller.close()
 
 

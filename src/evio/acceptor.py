@@ -1,0 +1,94 @@
+"""`Acceptor`: taking new connections off the listeners, and pausing when descriptors run out.
+
+Accepting is batched (several connections per readiness event). When
+`accept` fails for want of descriptors, the listeners leave the poller for
+`ACCEPT_PAUSE` seconds, so a level-triggered poll does not spin on a backlog
+it cannot take; existing connections are served meanwhile, and the waiting
+clients stay in the kernel's backlog.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import math
+import socket
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+from .listeners import Listener
+from .pollers import IN, Poller
+
+if TYPE_CHECKING:
+    from .timers import Timer
+
+logger = logging.getLogger("evio")
+
+#: How long to stop accepting after the process ran out of descriptors.
+ACCEPT_PAUSE = 0.25
+#: A shortage of descriptors is one episode (logged once) until none is seen for this long.
+OUT_OF_FDS_EPISODE = 10.0
+#: Connections accepted per readiness event of a listener, at most.
+ACCEPTS_PER_EVENT = 128
+
+_NO_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+#: What the acceptor hands each new socket to: `opened(sock, addr, listener)`.
+Opener = Callable[[socket.socket, Any, Listener], None]
+#: How it asks for a timer: `call_later(delay, callback)`.
+CallLater = Callable[[float, Callable[[], object]], "Timer"]
+
+
+class Acceptor:
+    """The listeners of one loop, and whether they are being watched."""
+
+    def __init__(self, listeners: list[Listener], poller: Poller, opener: Opener, call_later: CallLater) -> None:
+        self.listeners = {lst.fd: lst for lst in listeners}
+        self._poller = poller
+        self._opener = opener
+        self._call_later = call_later
+        self._paused = False
+        self._out_of_fds_at = -math.inf  # when accept last failed for want of descriptors
+
+    def start(self) -> None:
+        for fd in self.listeners:
+            self._poller.register(fd, IN)
+
+    def accept(self, listener: Listener, keep_going: Callable[[], bool]) -> None:
+        """Accept what `listener` has waiting, up to a batch, while `keep_going()` says so."""
+        accept = listener.sock.accept
+        for _ in range(ACCEPTS_PER_EVENT):
+            if self._paused:
+                return  # paused by an earlier listener in this batch
+            try:
+                sock, addr = accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:
+                if err.errno in _NO_RESOURCES:
+                    self._out_of_descriptors(err)
+                    return
+                # ECONNABORTED and friends: that one client is gone; the next may be there.
+                continue
+            self._opener(sock, addr, listener)
+            if not keep_going():
+                return
+
+    def _out_of_descriptors(self, err: OSError) -> None:
+        now = time.monotonic()
+        if now - self._out_of_fds_at > OUT_OF_FDS_EPISODE:
+            logger.warning("cannot accept (%s); pausing accepts, existing connections are served", err)
+        self._out_of_fds_at = now
+        for fd in self.listeners:
+            self._poller.unregister(fd)
+        self._paused = True
+        self._call_later(ACCEPT_PAUSE, self._resume)
+
+    def _resume(self) -> None:
+        self._paused = False
+        self.start()
+
+    def close(self) -> None:
+        """Close every listener (removing unix socket files that are still ours)."""
+        for listener in self.listeners.values():
+            listener.close()
