@@ -86,23 +86,25 @@ class Events:
     """
 
     def serving(self, server: Server) -> Action | None:
-        """Fires once, when every listener is ready to accept."""
+        """Fires once, when every listener is ready to accept (with none, when the loop starts)."""
         return None
 
     def opened(self, conn: Conn) -> OpenedResult:
-        """Fires when a connection was accepted.
+        """Fires when a connection was accepted, or a dial connected (`conn.outbound`).
 
         Return `out`, `(out, action)` or `(out, options, action)`: `out` is
-        written at once; `options` (an `Options` or `None`) applies to this
-        connection.
+        written at once (for a dial, after what was written before it was
+        up); `options` (an `Options` or `None`) applies to this connection.
         """
         return None
 
     def closed(self, conn: Conn, err: BaseException | None) -> Action | None:
-        """Fires when a connection is gone.
+        """Fires when a connection is gone, once for every connection `opened` saw or `dial` returned.
 
-        `err` is `None` for a clean close or end of input, else the exception
-        (a reset, a timeout, or what one of this connection's events raised).
+        `err` is `None` for a clean close or end of input, else the exception:
+        a reset, a time-out (`TimeoutError`), `max_pending` passed
+        (`BufferError`), a dial that failed (an `OSError` naming the address),
+        or what one of this connection's events raised.
         """
         return None
 
@@ -116,9 +118,12 @@ class Events:
         return None
 
     def data(self, conn: Conn, data: bytes | memoryview | None) -> DataResult:
-        """Fires when bytes arrived, or with `None` after a wake.
+        """Fires when bytes arrived, with `None` after a wake, and with `b""` at end of input
+        on a connection whose options ask for `half_close`.
 
-        Return `out` or `(out, action)`.
+        Return `out` or `(out, action)`. While output an event returned is
+        unsent, the connection is not read (output from `Conn.write` does not
+        hold reading back).
         """
         return None
 

@@ -538,7 +538,7 @@ class Loop:
         deadline = c._seen + c._idle
         if self._now >= deadline:
             err = TimeoutError(errno.ETIMEDOUT, f"connection {c.id} was idle for {c._idle:g} s")
-            if c._out is None and c._state is not HALF_CLOSED_LOCAL:
+            if c._out is None:
                 self._close_gracefully(c, err)
             else:
                 self._close(c, err)  # the peer does not read: what is pending cannot go
