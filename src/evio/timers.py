@@ -19,7 +19,7 @@ _COMPACT_AT = 1024
 class Timer:
     """A call the loop makes once, at `when` (on `time.monotonic`'s clock), unless cancelled first."""
 
-    __slots__ = ("_callback", "_heap", "_user", "when")
+    __slots__ = ("_callback", "_cancelled", "_heap", "_queued", "_user", "when")
 
     def __init__(self, heap: TimerHeap, when: float, callback: Callable[[], object], user: bool) -> None:
         self.when = when
@@ -27,21 +27,26 @@ class Timer:
         self._heap = heap
         # A user's callback is logged when it raises; the loop's own are not expected to.
         self._user = user
+        self._cancelled = False
+        self._queued = False  # in the heap now
 
     def cancel(self) -> None:
         """Stop the call if it has not happened yet; safe from any thread, no error if it already ran."""
         if self._callback is not None:
             self._callback = None
-            # Only counts toward rebuilding the heap: an increment lost to a race costs nothing.
-            self._heap._stale += 1
+            self._cancelled = True
+            if self._queued:
+                # Only counts toward rebuilding the heap: an increment lost to a race costs nothing.
+                self._heap._stale += 1
 
     @property
     def cancelled(self) -> bool:
-        """Whether the timer was cancelled or has already run."""
-        return self._callback is None
+        """Whether `cancel()` stopped the timer before it ran."""
+        return self._cancelled
 
     def __repr__(self) -> str:
-        return f"<evio.Timer when={self.when:.3f}{' done' if self._callback is None else ''}>"
+        state = " cancelled" if self._cancelled else " done" if self._callback is None else ""
+        return f"<evio.Timer when={self.when:.3f}{state}>"
 
 
 class TimerHeap:
@@ -65,10 +70,10 @@ class TimerHeap:
         """Schedule a timer made elsewhere (by another thread, through the loop's inbox)."""
         if timer._callback is None:
             return
-        entries = self._entries
-        if self._stale > _COMPACT_AT and self._stale * 2 > len(entries):
+        if self._stale > _COMPACT_AT and self._stale * 2 > len(self._entries):
             self._compact()
-        heapq.heappush(entries, (timer.when, next(self._seq), timer))
+        timer._queued = True
+        heapq.heappush(self._entries, (timer.when, next(self._seq), timer))
 
     def next_due(self) -> float | None:
         """When the earliest live timer is due, or `None` when there is none."""
@@ -77,7 +82,7 @@ class TimerHeap:
             when, _, timer = entries[0]
             if timer._callback is not None:
                 return when
-            heapq.heappop(entries)
+            heapq.heappop(entries)[2]._queued = False
             self._stale -= 1
         return None
 
@@ -87,6 +92,7 @@ class TimerHeap:
         due: list[Timer] = []
         while entries and entries[0][0] <= now:
             timer = heapq.heappop(entries)[2]
+            timer._queued = False
             if timer._callback is None:
                 self._stale -= 1
             else:
@@ -94,6 +100,8 @@ class TimerHeap:
         return due
 
     def _compact(self) -> None:
+        for entry in self._entries:
+            entry[2]._queued = entry[2]._callback is not None
         self._entries = [e for e in self._entries if e[2]._callback is not None]
         heapq.heapify(self._entries)
         self._stale = 0
