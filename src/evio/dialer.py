@@ -180,6 +180,12 @@ class Dialer:
             d.error = OSError(code, os.strerror(code))
             self._try_next(c)
             return
+        try:
+            sock.getpeername()
+        except OSError:
+            # Not connected yet: a report meant for a descriptor closed earlier in this
+            # batch, whose number this socket took. The real answer comes later.
+            return
         d.sock = None
         self._finish(c)
         self._loop.connected(c, sock)
