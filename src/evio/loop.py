@@ -638,6 +638,8 @@ class Loop:
 
     def shutdown(self, _: object = None, __: object = None) -> None:
         self._stopping = True
+        if self.on_loop():
+            self._inbox.nudge()  # a signal handler's call: the interrupted poll must not resume
 
     # ---- dialled connections (the dialer's results) ----------------------
 
@@ -1014,7 +1016,11 @@ class Loop:
                         if c._send(head) < len(head):
                             break
                         out.popleft()
-                    for _ in range(16):  # unread input would turn the close into a reset
+                    # Unread input would turn the close into a reset: end our side first, so a
+                    # peer stops sending, then read what it sent meanwhile.
+                    assert c._sock is not None
+                    c._sock.shutdown(socket.SHUT_WR)
+                    for _ in range(16):
                         if not c._recv_into(self._buf):
                             break
                 except OSError:
