@@ -249,8 +249,8 @@ class Server:
         """
         loop = self._loop
         address = loop.dialer.parse(addr)
-        if timeout is not None:
-            timeout = seconds("dial()'s timeout", timeout)
+        if timeout is not None and not seconds("dial()'s timeout", timeout) > 0:
+            raise ValueError(f"dial()'s timeout must be a positive number of seconds or None, not {timeout!r}")
         self._refuse_if_stopping(f"dial {addr!r}")
         c = loop.new_conn(loop.dialer.target(address), -1, True)
         c.context = context
@@ -280,7 +280,7 @@ class Server:
         return timer
 
     def shutdown(self) -> None:
-        """Stop serving, as `Action.SHUTDOWN` does; from any thread, and idempotent."""
+        """Stop serving, as `Action.SHUTDOWN` does; from any thread or a signal handler, and idempotent."""
         loop = self._loop
         if loop.on_loop():
             loop.shutdown()

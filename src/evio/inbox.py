@@ -57,13 +57,27 @@ class Inbox:
         """Drain the descriptor and return the queued calls, oldest first."""
         with self._lock:
             calls, self._calls = self._calls, []
-            if self._signaled and not self._closed:
+            if not self._closed:
                 self._signaled = False
                 try:
                     os.read(self.fd, 64)
                 except (BlockingIOError, InterruptedError):
                     pass
         return calls
+
+    def nudge(self) -> None:
+        """Make the descriptor readable, from the loop's own thread, taking no lock.
+
+        For a signal handler, which runs on the loop's thread between two
+        bytecodes (possibly while `take` holds the lock): it interrupts the
+        poll, which the interpreter would otherwise resume, so a flag the
+        handler set is seen at once.
+        """
+        if not self._closed:
+            try:
+                os.write(self._wfd, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            except OSError:
+                pass  # full (a pipe) or closing: the loop is awake either way
 
     def settle(self, conn: Any, posted: int) -> None:
         """The loop took `posted` bytes of `conn`'s posted writes over."""
