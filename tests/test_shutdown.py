@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import errno
+import os
 import queue
 import select
 import selectors
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from typing import Any, Callable, Union
@@ -487,3 +491,38 @@ def test_no_descriptor_left_after_a_run_that_dialled(
     peer.stop()  # after its connections saw the dialler go
     assert open_fds() == before
     assert len(ev.closed_count) == 6 and set(ev.closed_count.values()) == {1}
+
+
+_SIGNAL_SERVER = """
+import signal, sys, evio
+
+class Idle(evio.Events):
+    def serving(self, server):
+        signal.signal(signal.SIGTERM, lambda signum, frame: server.shutdown())
+        print("ready", flush=True)
+
+evio.serve(Idle(), sys.argv[1])
+print("stopped", flush=True)
+"""
+
+
+def test_shutdown_from_a_signal_handler_stops_an_idle_loop_at_once(backend: str) -> None:
+    """No tick, no traffic: the handler's shutdown() must interrupt the poll, which would otherwise resume."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SIGNAL_SERVER, local(backend)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(WAIT) == 0
+        assert proc.stdout.read().strip() == "stopped"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
