@@ -250,12 +250,17 @@ class Loop:
         deferred = self._deferred
         next_due = self._timers.next_due
         monotonic = time.monotonic
+        now = self._now = monotonic()
         while not self._stopping:
+            due = next_due()
             if self._local_wakes:
                 timeout = 0.0
+            elif due is None:
+                timeout = -1.0
             else:
-                due = next_due()
-                timeout = -1.0 if due is None else min(max(0.0, due - monotonic()), _MAX_WAIT)
+                # `now` is as old as this turn's work: a timer may fire that much late, never early,
+                # and the clock is read once per turn.
+                timeout = min(max(0.0, due - now), _MAX_WAIT)
             ready = poll(timeout)
             self._now = now = monotonic()
             for fd, bits in ready:
@@ -316,7 +321,6 @@ class Loop:
             if self._local_wakes:
                 wakes, self._local_wakes = self._local_wakes, []
                 self._deliver_wakes(wakes)
-            due = next_due()
             if due is not None and due <= now:
                 self._run_timers(now)
 
