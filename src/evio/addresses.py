@@ -29,6 +29,8 @@ class Address:
     port: int = 0
     path: str = ""
     reuseport: bool = False
+    #: A unix socket file's permissions (`?mode=0660`), set before it accepts; `None` follows the umask.
+    mode: int | None = None
 
     @property
     def is_unix(self) -> bool:
@@ -69,7 +71,7 @@ def parse(text: str) -> Address:
     if scheme not in SCHEMES:
         raise _bad(text, f"unknown scheme {scheme!r}; expected one of {', '.join(SCHEMES)}, optionally with -net")
     rest, _, query = rest.partition("?")
-    reuseport = _parse_options(text, query)
+    reuseport, mode = _parse_options(text, query)
     if scheme == "unix":
         if not rest:
             raise _bad(text, "a unix address needs a path")
@@ -79,7 +81,9 @@ def parse(text: str) -> Address:
             raise _bad(text, f"a unix socket path is at most {_UNIX_PATH_MAX} bytes long")
         if reuseport:
             raise _bad(text, "reuseport applies to TCP addresses only")
-        return Address(text, scheme, portable, path=rest)
+        return Address(text, scheme, portable, path=rest, mode=mode)
+    if mode is not None:
+        raise _bad(text, "mode applies to unix addresses only")
     host, port = _split_host_port(text, rest)
     if scheme == "tcp4" and _is_literal(host, socket.AF_INET6):
         raise _bad(text, "tcp4 needs an IPv4 address or a host name")
@@ -88,19 +92,26 @@ def parse(text: str) -> Address:
     return Address(text, scheme, portable, host=host, port=port, reuseport=reuseport)
 
 
-def _parse_options(text: str, query: str) -> bool:
+def _parse_options(text: str, query: str) -> Tuple[bool, int | None]:
+    """`reuseport` and `mode` from `option=value&...`."""
     reuseport = False
+    mode: int | None = None
     for item in query.split("&"):
         if not item:
             continue
         key, eq, value = item.partition("=")
-        if key != "reuseport":
-            raise _bad(text, f"unknown option {key!r}; the only option is reuseport")
-        value = value.lower()
-        if not eq or value not in _TRUE + _FALSE:
-            raise _bad(text, f"reuseport takes true/false, 1/0 or yes/no, not {value!r}")
-        reuseport = value in _TRUE
-    return reuseport
+        if key == "reuseport":
+            value = value.lower()
+            if not eq or value not in _TRUE + _FALSE:
+                raise _bad(text, f"reuseport takes true/false, 1/0 or yes/no, not {value!r}")
+            reuseport = value in _TRUE
+        elif key == "mode":
+            if not (eq and value.isascii() and value.isdigit() and set(value) <= set("01234567") and len(value) <= 4):
+                raise _bad(text, f"mode takes octal permissions, as 0660, not {value!r}")
+            mode = int(value, 8)
+        else:
+            raise _bad(text, f"unknown option {key!r}; the options are reuseport (TCP) and mode (unix)")
+    return reuseport, mode
 
 
 def _split_host_port(text: str, rest: str) -> Tuple[str, int]:

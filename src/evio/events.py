@@ -83,7 +83,14 @@ class Events:
     for "nothing to do". An event a subclass does not override is never
     called, so it costs nothing. Overriding `__init__` without calling
     `super().__init__()` is fine.
+
+    `max_connections` (a class attribute, or set on the instance before
+    `serve`): while that many accepted connections are open, the listeners
+    stop accepting; new clients wait in the kernel's backlog until one
+    closes. Dialled connections do not count. `None`: no limit.
     """
+
+    max_connections: int | None = None
 
     def serving(self, server: Server) -> Action | None:
         """Fires once, when every listener is ready to accept (with none, when the loop starts)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -88,17 +89,37 @@ def _bind_tcp(address: Address) -> socket.socket:
 def _bind_unix(address: Address) -> socket.socket:
     path = address.path
     _remove_stale_socket(path)
-    return _listening(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), path)
+    mode = address.mode
+    bound = False
+
+    def after_bind(sock: socket.socket) -> None:
+        nonlocal bound
+        bound = True
+        if mode is not None:
+            os.chmod(path, mode)  # between bind and listen: nobody connects before it applies
+
+    try:
+        return _listening(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), path, after_bind=after_bind)
+    except BaseException:
+        if bound:  # the file is ours: a failed start leaves nothing behind
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        raise
 
 
 def _listening(
-    sock: socket.socket, sockaddr: Any, configure: Callable[[socket.socket], None] | None = None
+    sock: socket.socket,
+    sockaddr: Any,
+    configure: Callable[[socket.socket], None] | None = None,
+    after_bind: Callable[[socket.socket], None] | None = None,
 ) -> socket.socket:
     """Configure, bind and listen on `sock`, non-blocking; closed if any step fails."""
     try:
         if configure is not None:
             configure(sock)
         sock.bind(sockaddr)
+        if after_bind is not None:
+            after_bind(sock)
         sock.listen(_BACKLOG)
         sock.setblocking(False)
     except BaseException:

@@ -139,6 +139,7 @@ def serve(events: Events, *addrs: str) -> None:
     if not isinstance(events, Events):
         raise TypeError(f"serve() needs an evio.Events instance, not {type(events).__name__}")
     parsed = tuple(parse(a) for a in addrs)
+    max_connections = _max_connections(events)
     poller = make_poller(portable=any(a.portable for a in parsed))
     inbox: Inbox | None = None
     try:
@@ -149,7 +150,7 @@ def serve(events: Events, *addrs: str) -> None:
             inbox.close()
         poller.close()
         raise
-    Loop(events, listeners, poller, inbox).run()
+    Loop(events, listeners, poller, inbox, max_connections).run()
 
 
 def _delivered(c: Conn) -> int | None:
@@ -178,6 +179,14 @@ def _next_look(since: float, now: float) -> float:
     return min(now + CLOSE_TIMEOUT / 4, since + CLOSE_TIMEOUT)
 
 
+def _max_connections(events: Events) -> int | None:
+    """`events.max_connections`, checked."""
+    limit = events.max_connections
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"{type(events).__name__}.max_connections must be a positive int or None, not {limit!r}")
+    return limit
+
+
 def _chunks(out: Buffer, start: int) -> list[memoryview]:
     """`out[start:]` in chunks of `SEND_CHUNK`: views of immutable bytes, copies of anything else."""
     view = memoryview(out)
@@ -191,7 +200,9 @@ def _chunks(out: Buffer, start: int) -> list[memoryview]:
 class Loop:
     """One event loop over one poller: connections, listeners, dials, the inbox and the timers."""
 
-    def __init__(self, events: Events, listeners: list[Listener], poller: Poller, inbox: Inbox) -> None:
+    def __init__(
+        self, events: Events, listeners: list[Listener], poller: Poller, inbox: Inbox, max_connections: int | None
+    ) -> None:
         self._events = events
         self._poller = poller
         self._inbox = inbox
@@ -200,7 +211,7 @@ class Loop:
         self._by_id: dict[int, Conn] = {}  # the open connections, as `Server.conns`
         self._ids = itertools.count(1)
         self._lingering = Lingering(poller, self._call_later)
-        self._acceptor = Acceptor(listeners, poller, self._open, self._call_later)
+        self._acceptor = Acceptor(listeners, poller, self._open, self._call_later, max_connections)
         self._deferred: Deferred = []
         self._local_wakes: list[int] = []
         self._thread = 0
@@ -476,6 +487,7 @@ class Loop:
         self._by_id[c.id] = c
         self._poller.register(c._fd, IN)
         c._mask = IN
+        self._acceptor.gained()
         self._fire_opened(c)
 
     def _fire_opened(self, c: Conn) -> None:
@@ -910,6 +922,8 @@ class Loop:
     # ---- endings -------------------------------------------------------
 
     def _forget(self, c: Conn) -> None:
+        if not c.outbound and c._sock is not None:
+            self._acceptor.lost()
         c._state = GONE
         c._out = None
         c._outlen = 0
