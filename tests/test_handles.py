@@ -450,3 +450,63 @@ def test_calls_from_threads_after_serve_returned(start_server: Start, backend: s
     conn.pause_reading()  # no error, nothing to do
     conn.resume_reading()
     st.server.shutdown()  # idempotent
+
+
+def test_is_closing_and_is_reading_follow_the_state(start_server: Start, backend: str) -> None:
+    seen: queue.Queue[tuple[bool, bool]] = queue.Queue()
+
+    class Look(Handles):
+        def data(self, conn: evio.Conn, data: Data) -> evio.DataResult:
+            seen.put((conn.is_closing(), conn.is_reading()))
+            conn.pause_reading()
+            seen.put((conn.is_closing(), conn.is_reading()))
+            conn.resume_reading()
+            conn.write_eof()
+            seen.put((conn.is_closing(), conn.is_reading()))
+            return None
+
+    ev = Look()
+    st = start_server(ev, local(backend))
+    c, conn = pair(st, ev)
+    with c:
+        c.sendall(b"x")
+        assert [seen.get(timeout=WAIT) for _ in range(3)] == [(False, True), (False, False), (True, True)]
+        assert recv_until_closed(c) == b""
+    assert ev.next_closed() == (conn.id, None)
+    assert conn.is_closing() and not conn.is_reading()
+
+
+def test_detach_caused_from_another_event_fires_after_it(start_server: Start, backend: str) -> None:
+    """prewrite of connection B returning DETACH, during a write from A's event: `detached` waits for A's event."""
+    order: list[str] = []
+    handed: queue.Queue[socket.socket] = queue.Queue()
+
+    class Hand(Handles):
+        def data(self, conn: evio.Conn, data: Data) -> evio.DataResult:
+            for other in list(conn.server.conns.values()):
+                if other is not conn:
+                    order.append("write")
+                    other.write(b"handing over")
+                    order.append("written")
+            order.append("returns")
+            return None
+
+        def prewrite(self, conn: evio.Conn, amount: int) -> evio.Action | None:
+            return evio.Action.DETACH if amount == len(b"handing over") else None
+
+        def detached(self, conn: evio.Conn, sock: socket.socket) -> evio.Action | None:
+            order.append("detached")
+            handed.put(sock)
+            return None
+
+    ev = Hand()
+    st = start_server(ev, local(backend))
+    b, _ = pair(st, ev)
+    a, _ = pair(st, ev)
+    with a, b:
+        a.sendall(b"go")
+        with handed.get(timeout=WAIT) as sock:
+            assert recv_exactly(b, 12) == b"handing over"
+            sock.sendall(b"mine now")
+            assert recv_exactly(b, 8) == b"mine now"
+    assert order == ["write", "written", "returns", "detached"]

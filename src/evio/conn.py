@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Tuple, Union
 
 from .checks import Buffer, as_buffer, seconds
-from .state import WRITABLE, State
+from .state import READING, WRITABLE, State
 
 if TYPE_CHECKING:
     from .loop import Loop
@@ -49,6 +49,7 @@ class Conn:
         "_half_close",
         "_hold",
         "_idle",
+        "_idle_queued",
         "_idle_timer",
         "_loop",
         "_mask",
@@ -108,6 +109,7 @@ class Conn:
         self._seen = 0.0
         self._idle: float | None = None
         self._idle_timer: Timer | None = None
+        self._idle_queued = -1  # the kernel's send queue at the last idle check, while output is pending
         self._max_pending: int | None = None
         self._half_close = False
         self._reuse = False
@@ -190,6 +192,14 @@ class Conn:
             loop.set_paused(self, paused)
         else:
             loop.post(loop.set_paused, self, paused)
+
+    def is_closing(self) -> bool:
+        """Whether the connection is closed, closing or detached, or its write side is shut (asyncio's name)."""
+        return self._state not in WRITABLE or self._shut
+
+    def is_reading(self) -> bool:
+        """Whether the loop reads this connection's input: not paused, and not at or past its end."""
+        return self._state in READING and not self._paused
 
     @property
     def pending(self) -> int:

@@ -153,11 +153,11 @@ def serve(events: Events, *addrs: str) -> None:
     Loop(events, listeners, poller, inbox, max_connections).run()
 
 
-def _delivered(c: Conn) -> int | None:
-    """Bytes written since `c` began closing that the peer has taken, where the OS tells.
+def _queued(c: Conn) -> int | None:
+    """Bytes in `c`'s kernel send queue that the peer has not acknowledged, where the OS tells.
 
-    The kernel's send queue holds what the peer has not acknowledged; a peer
-    that does not read stops acknowledging once its receive window is full.
+    A peer that does not read stops acknowledging once its receive window is
+    full; one that reads, however slowly, keeps this number moving.
     """
     if _TIOCOUTQ is None:
         return None
@@ -165,7 +165,13 @@ def _delivered(c: Conn) -> int | None:
         queued: int = struct.unpack("i", fcntl.ioctl(c._fd, _TIOCOUTQ, b"\0\0\0\0"))[0]
     except OSError:
         return None
-    return c._written - queued
+    return queued
+
+
+def _delivered(c: Conn) -> int | None:
+    """Bytes written since `c` began closing that the peer has taken, where the OS tells."""
+    queued = _queued(c)
+    return None if queued is None else c._written - queued
 
 
 def _next_look(since: float, now: float) -> float:
@@ -482,7 +488,7 @@ class Loop:
         c = self.new_conn(addr, listener.index, False)
         c.attach(sock)
         c.local_addr = local
-        c._seen = self._now
+        c._seen = time.monotonic()  # not the turn's clock: a burst of accepts takes a while
         self._conns[c._fd] = c
         self._by_id[c.id] = c
         self._poller.register(c._fd, IN)
@@ -552,6 +558,14 @@ class Loop:
         if c._state is GONE or c._idle is None:
             return
         deadline = c._seen + c._idle
+        if self._now >= deadline and c._out is not None:
+            # Nothing sent for a while may only mean the kernel's queue is full: if the peer
+            # took some of it since the last look, it is reading, however slowly.
+            queued = _queued(c)
+            if queued is not None and queued != c._idle_queued:
+                c._idle_queued = queued
+                c._seen = self._now
+                deadline = c._seen + c._idle
         if self._now >= deadline:
             err = TimeoutError(errno.ETIMEDOUT, f"connection {c.id} was idle for {c._idle:g} s")
             if c._out is None:
@@ -670,7 +684,7 @@ class Loop:
         except OSError as err:
             self._close(c, err)
             return
-        c._seen = self._now
+        c._seen = time.monotonic()
         self._by_id[c.id] = c
         # A dial closed before it was up sends what was written, then closes, without `opened`.
         if self._move(c, Trigger.CONNECTED) or c._state is HALF_CLOSED_LOCAL:
@@ -928,7 +942,8 @@ class Loop:
         c._out = None
         c._outlen = 0
         self._conns.pop(c._fd, None)
-        self._by_id.pop(c.id, None)
+        # It stays in `Server.conns` until its `closed` or `detached` fires: an event may be
+        # looping over that mapping right now.
         for timer in (c._idle_timer, c._close_timer):
             if timer is not None:
                 timer.cancel()
@@ -939,13 +954,13 @@ class Loop:
 
     def _ended(self, c: Conn, err: BaseException | None) -> None:
         """`closed(conn, err)` fires once the running event (if any) returns."""
-        if self._closed is not None:
-            self._deferred.append((self._fire_closed, (c, err)))
+        self._deferred.append((self._fire_closed, (c, err)))
 
     def _fire_closed(self, arg: tuple[Conn, BaseException | None]) -> None:
         c, err = arg
-        assert self._closed is not None
-        self._call_ending("closed", self._closed, c, err)
+        self._by_id.pop(c.id, None)
+        if self._closed is not None:
+            self._call_ending("closed", self._closed, c, err)
 
     def _close(self, c: Conn, err: BaseException | None) -> None:
         """Close at once, dropping pending output: for errors, resets and misbehaving peers."""
@@ -982,7 +997,12 @@ class Loop:
         self._ended(c, err)
 
     def _detach(self, c: Conn) -> None:
+        """Stop watching `c`'s socket; `detached` gets it once the running event (if any) returns."""
         self._forget(c)
+        self._deferred.append((self._hand_over, c))
+
+    def _hand_over(self, c: Conn) -> None:
+        self._by_id.pop(c.id, None)
         sock = c._sock
         assert sock is not None
         if self._detached is None:
@@ -992,7 +1012,7 @@ class Loop:
             sock.setblocking(True)
         except OSError as err:
             sock.close()
-            self._ended(c, err)
+            self._fire_closed((c, err))
             return
         try:
             action = self._detached(c, sock)
