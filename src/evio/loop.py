@@ -51,19 +51,26 @@ when it fires, either closes the connection or moves itself to the new
 deadline.
 
 *Connection states* (`evio.state` holds the table; `_settle` does what a
-state asks once output has drained)::
+state asks once output has drained; DETACH leads to DETACHING the way CLOSE
+leads to CLOSING)::
 
-    dial()                                        accept
-      |                                             |
-      v           connected                         v
-    CONNECTING ---------------------------------> OPEN --- peer EOF, half_close ---> HALF_CLOSED_REMOTE
-      |   \\ write_eof                              |  \\                                 |      |
-      |    `----------> HALF_CLOSED_LOCAL <-- write_eof  \\ CLOSE, or peer EOF        write_eof  CLOSE
-      | close                  |  peer EOF, CLOSE       \\                                v      v
-      `------------------------+-----------------------> CLOSING <-----------------------'------'
-                                                           |     (DETACH: DETACHING, the same way)
-      failed / timed out / reset / aborted                 | output drained: closed(conn, err)
-      ------------------------------------------------> GONE
+          dial()                                   accept
+            |                                        |
+            v               connected                v
+        CONNECTING ------------------------------> OPEN
+          |    |                                 /   |   \\
+          |    | write_eof            write_eof /    |    \\ peer EOF, with half_close
+          |    v                               v     |     v
+          |  HALF_CLOSED_LOCAL <---------------'     |   HALF_CLOSED_REMOTE
+          |    |                                     |     |
+    close |    | close, peer EOF      close, or peer |     | close, write_eof
+          |    |                      EOF without    |     |
+          v    v                      half_close     v     v
+        ================================ CLOSING =============
+                                            |
+                                            | output drained: closed(conn, None)
+                                            v
+        failed, reset, timed out, aborted -> GONE
 
 *Hot path.* Poll, receive, `data`, send: attribute look-ups are hoisted into
 locals, events the user did not override are never called, and a reply of
