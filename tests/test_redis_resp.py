@@ -41,7 +41,7 @@ def feed_all(reader: Reader, pieces: List[bytes]) -> List[List[bytes]]:
 # ---- valid streams ---------------------------------------------------------
 
 _arg = st.binary(max_size=40) | st.sampled_from([b"", b"\r\n", b"\r", b"\n", b"*1\r\n", b"$3\r\n", b"a b"])
-_word = st.binary(min_size=1, max_size=12).filter(
+_word: st.SearchStrategy[bytes] = st.binary(min_size=1, max_size=12).filter(
     lambda b: not any(c in b" \t\r\n\v\f\"'" for c in b) and not b.startswith(b"*")
 )
 

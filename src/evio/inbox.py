@@ -11,6 +11,7 @@ shutdown never writes into a closed (or reused) descriptor; once closed,
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from typing import Any, Callable, List, Tuple
 
@@ -24,7 +25,7 @@ class Inbox:
     __slots__ = ("_calls", "_closed", "_lock", "_signaled", "_wfd", "fd")
 
     def __init__(self) -> None:
-        if hasattr(os, "eventfd"):
+        if sys.version_info >= (3, 10) and hasattr(os, "eventfd"):
             fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
             self.fd, self._wfd = fd, fd
         else:
