@@ -1,13 +1,19 @@
 # One command runs everything: `make test`. It builds its own virtual
-# environments, so a fresh machine needs only python3 (and pypy3, optionally).
+# environments, so a fresh machine needs only python3 (and pypy3, and other
+# CPythons, optionally: each one that is missing is skipped, and says so).
 PYTHON ?= python3
 PYPY ?= pypy3
 VENV := .venv
 PYPY_VENV := .venv-pypy
+# Besides the default python3 and PyPy, the suite runs on the oldest and the newest CPython we support.
+OTHER_PYTHONS ?= 3.9 3.13
 
-.PHONY: test lint typecheck pytest pytest-pypy serve echo serve-http bench bench-redis bench-http bench-deps clean
+.PHONY: test check lint typecheck pytest pytest-pypy pytest-versions package docs serve echo serve-http bench bench-redis bench-http bench-deps clean
 
-test: lint typecheck pytest pytest-pypy
+test: lint typecheck pytest pytest-pypy pytest-versions package docs
+
+# The quick loop while working: lint, types, and the suite on the default python3.
+check: lint typecheck pytest
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +35,33 @@ typecheck: $(VENV)/.installed
 
 pytest: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest
+
+# The suite on each of OTHER_PYTHONS, found on PATH or in pyenv; a missing one is skipped, loudly.
+pytest-versions:
+	@for v in $(OTHER_PYTHONS); do \
+		py=$$(command -v python$$v || ls -d $$HOME/.pyenv/versions/$$v*/bin/python$$v 2>/dev/null | tail -n 1); \
+		if [ -z "$$py" ]; then echo "python$$v not found: skipping the CPython $$v run"; continue; fi; \
+		if [ ! -f .venv-$$v/.installed ] || [ pyproject.toml -nt .venv-$$v/.installed ]; then \
+			$$py -m venv .venv-$$v && .venv-$$v/bin/python -m pip install -q --upgrade pip && \
+			.venv-$$v/bin/python -m pip install -q -e '.[redis,test]' && touch .venv-$$v/.installed || exit 1; \
+		fi; \
+		echo "== the suite on $$(.venv-$$v/bin/python --version)"; \
+		.venv-$$v/bin/python -m pytest -q || exit 1; \
+	done
+
+# Build the sdist and the wheel, check what they hold, install the wheel in a fresh venv and use it.
+package: $(VENV)/.installed
+	rm -rf dist
+	$(VENV)/bin/python -m build -q --outdir dist .
+	$(VENV)/bin/python tools/check_package.py dist
+
+# The reference documentation, warnings as errors.
+$(VENV)/.docs: $(VENV)/.installed
+	$(VENV)/bin/python -m pip install -q -e '.[docs]'
+	touch $@
+
+docs: $(VENV)/.docs
+	$(VENV)/bin/python -m sphinx -W --keep-going -n -q -b html docs docs/_build/html
 
 # The same suite on PyPy, where pypy3 is installed.
 pytest-pypy:
@@ -67,4 +100,4 @@ bench-deps:
 	apt-get install -y -qq --no-install-recommends redis-server redis-tools nginx-light wrk pypy3 pypy3-venv
 
 clean:
-	rm -rf $(VENV) $(PYPY_VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(PYPY_VENV) .venv-3.* dist docs/_build .mypy_cache .pytest_cache .ruff_cache
