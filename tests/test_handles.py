@@ -513,3 +513,29 @@ def test_detach_caused_from_another_event_fires_after_it(start_server: Start, ba
             sock.sendall(b"mine now")
             assert recv_exactly(b, 8) == b"mine now"
     assert order == ["write", "written", "returns", "detached"]
+
+
+@pytest.mark.parametrize("where", ["loop", "thread"])
+def test_close_after_write_eof_closes_without_waiting_for_the_peer(
+    start_server: Start, backend: str, where: str
+) -> None:
+    results: queue.Queue[tuple[bool, bool]] = queue.Queue()
+
+    class HalfThenClose(Handles):
+        def opened(self, conn: evio.Conn) -> evio.OpenedResult:
+            super().opened(conn)
+            if where == "loop":
+                results.put((conn.write_eof(), conn.close()))
+            return None
+
+    ev = HalfThenClose()
+    st = start_server(ev, local(backend))
+    c, conn = pair(st, ev)
+    with c:
+        if where == "thread":
+            results.put((conn.write_eof(), conn.close()))
+        assert results.get(timeout=WAIT) == (True, True)
+        assert recv_until_closed(c) == b""
+        # The peer never closed its side: the close did not wait for it.
+        assert ev.next_closed() == (conn.id, None)
+        assert conn.close() is False

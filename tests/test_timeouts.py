@@ -242,3 +242,33 @@ def test_a_slow_but_steady_reader_of_a_large_reply_is_not_idle(start_server: Sta
         assert ev.closed_with.empty(), f"closed while the client was reading: {ev.closed_with.get()}"
         got += recv_exactly(c, len(BigReply.reply) - len(got))
         assert got == BigReply.reply
+
+
+def test_time_spent_paused_is_not_idle_time(start_server: Start, backend: str) -> None:
+    """A connection the program paused is not idle on the peer's account; the clock restarts on resume."""
+    idle = 0.3
+    conns: queue.Queue[evio.Conn] = queue.Queue()
+    ended: queue.Queue[tuple[float, BaseException | None]] = queue.Queue()
+
+    class Paused(TestEvents):
+        def opened(self, conn: evio.Conn) -> OpenedResult:
+            conn.pause_reading()
+            conns.put(conn)
+            return None, evio.Options(idle_timeout=idle), None
+
+        def closed(self, conn: evio.Conn, err: BaseException | None) -> evio.Action | None:
+            ended.put((time.monotonic(), err))
+            return None
+
+    st = start_server(Paused(), local(backend))
+    with st.connect() as c:
+        conn = conns.get(timeout=WAIT)
+        # Three time-outs' worth of pause: not closed meanwhile.
+        with pytest.raises(queue.Empty):
+            ended.get(timeout=3 * idle)
+        resumed = time.monotonic()
+        conn.resume_reading()
+        at, err = ended.get(timeout=WAIT)
+        assert isinstance(err, TimeoutError)
+        assert at - resumed >= idle - EARLY, "the idle clock started again at the resume"
+        assert recv_until_closed(c) == b""

@@ -482,25 +482,34 @@ def test_raising_callback_is_logged_and_the_loop_goes_on(
         assert recv_exactly(c, 10) == b"still here"
 
 
-def test_callback_returning_a_value_is_logged_as_an_error(
+def test_callback_returning_an_action_is_logged_and_other_values_are_ignored(
     start_server: Start, backend: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """`server.after(5, conn.close)` is fine (close returns a bool); an Action returned is a mistake worth a log."""
     ev = Quiet()
     st = start_server(ev, local(backend))
     later = threading.Event()
+    ran: list[str] = []
 
     def returns_something() -> int:
+        ran.append("int")
         return 42
+
+    def returns_an_action() -> evio.Action:
+        ran.append("action")
+        return evio.Action.SHUTDOWN
 
     with caplog.at_level(logging.ERROR, logger="evio"):
         st.server.after(0, returns_something)
+        st.server.after(0, returns_an_action)
         st.server.after(0.05, later.set)
         assert later.wait(WAIT)
+    assert ran == ["int", "action"]
     records = [r for r in caplog.records if r.name == "evio" and r.levelno >= logging.ERROR]
     assert len(records) == 1
     text = records[0].getMessage() + repr(records[0].exc_info[1] if records[0].exc_info else "")
-    assert "42" in text and "returns_something" in text
-    assert st.thread.is_alive()
+    assert "returns_an_action" in text and "SHUTDOWN" in text and "server.shutdown()" in text
+    assert st.thread.is_alive(), "an Action returned from a timer does not stop the server"
 
 
 def test_after_once_shutting_down_or_after_serve_returned_raises(start_server: Start, backend: str) -> None:

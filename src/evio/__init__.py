@@ -5,7 +5,7 @@ thread that called `serve`. See `Events` for what fires when, `Conn` and
 `Server` for the handles that any event or thread can use.
 """
 
-from .conn import Conn, Server
+from .conn import Conn, Server, SockAddr
 from .events import Action, DataResult, Events, OpenedResult, Options, Out, TickResult
 from .loop import serve
 from .stream import InputStream
@@ -23,6 +23,7 @@ __all__ = [
     "Options",
     "Out",
     "Server",
+    "SockAddr",
     "TickResult",
     "Timer",
     "__version__",

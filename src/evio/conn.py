@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Tuple, Union
 
 from .checks import Buffer, as_buffer, seconds
-from .state import READING, WRITABLE, State
+from .state import READING, WRITABLE, State, Trigger, move
 
 if TYPE_CHECKING:
     from .loop import Loop
@@ -41,6 +41,7 @@ class Conn:
     """
 
     __slots__ = (
+        "_close_posted",
         "_close_timer",
         "_delivered",
         "_dial",
@@ -77,12 +78,19 @@ class Conn:
     )
 
     def __init__(self, loop: Loop, id: int, remote_addr: SockAddr, addr_index: int, outbound: bool) -> None:
+        #: Unique for the server's life.
         self.id = id
+        #: The peer's address as the socket module reports it; for a dial not up yet, the address dialled.
         self.remote_addr = remote_addr
+        #: This end's address as the socket module reports it; empty for a dial not up yet.
         self.local_addr: SockAddr = "" if isinstance(remote_addr, str) else ("", 0)
+        #: The position, in `serve`'s arguments, of the address that accepted it; -1 for a dial.
         self.addr_index = addr_index
+        #: True for a connection made by `Server.dial`.
         self.outbound = outbound
+        #: The `Server` this connection belongs to.
         self.server: Server = loop.server
+        #: A free slot for the user; `None` at first.
         self.context: Any = None
         self._loop = loop
         self._state = State.CONNECTING if outbound else State.OPEN
@@ -101,8 +109,10 @@ class Conn:
         self._hold = False
         self._paused = False
         self._eof_sent = False
-        #: Another thread asked to close or shut the write side: its later writes are refused.
+        #: Another thread asked to close or shut the write side: its later writes are refused;
+        #: and asked to close: its later close() too.
         self._shut = False
+        self._close_posted = False
         #: While dialling: the `Dial` in progress (`evio.dialer`).
         self._dial: Any = None
         #: When the connection last received or sent bytes, on the loop's clock.
@@ -120,8 +130,8 @@ class Conn:
         self._written = 0
         self._delivered: int | None = None
 
-    def attach(self, sock: socket.socket) -> None:
-        """Bind this handle to its connected socket (the loop's business, not the user's)."""
+    def _attach(self, sock: socket.socket) -> None:
+        """Bind this handle to its connected socket."""
         self._sock = sock
         self._fd = sock.fileno()
         # Bound methods kept once per connection: the hot path then skips an
@@ -149,9 +159,11 @@ class Conn:
     def close(self) -> bool:
         """Close as `Action.CLOSE` does: pending output is written first, then `closed(conn, None)` fires.
 
-        Returns `False` when the connection is already closed, closing or detached.
+        Returns `False` when the connection is already closed, closing or
+        detached (after `write_eof`, it closes at once, without waiting for
+        the peer's end of input).
         """
-        return self._request(self._loop.close)
+        return self._request(Trigger.CLOSE, self._loop.close)
 
     def write_eof(self) -> bool:
         """Once pending output is written, shut down the write side: the peer reads end of input.
@@ -160,17 +172,23 @@ class Conn:
         with `closed(conn, None)`. Returns `False` when it is closed, closing,
         detached or already shut for writing.
         """
-        return self._request(self._loop.write_eof)
+        return self._request(Trigger.WRITE_EOF, self._loop.write_eof)
 
-    def _request(self, action: Callable[[Conn, object], None]) -> bool:
-        """Ask for `close` or `write_eof`: at once on the loop's thread, else through its inbox."""
-        if self._state not in WRITABLE or self._shut:
+    def _request(self, trigger: Trigger, action: Callable[[Conn, object], None]) -> bool:
+        """Ask for `close` or `write_eof`: at once on the loop's thread, else through its inbox.
+
+        The state table says whether the request means something now; from
+        another thread, what this thread asked before (queued, not yet carried
+        out) counts too, so its calls keep their order.
+        """
+        if move(self._state, trigger) is None or self._close_posted or (trigger is Trigger.WRITE_EOF and self._shut):
             return False
         loop = self._loop
         if loop.on_loop():
             action(self, None)
             return True
-        self._shut = True  # so this thread's later writes are refused, in call order
+        self._shut = True  # this thread's later writes (and write_eof) are refused, in call order
+        self._close_posted = trigger is Trigger.CLOSE
         return loop.post(action, self, None)
 
     def pause_reading(self) -> None:
@@ -209,9 +227,9 @@ class Conn:
     def wake(self) -> bool:
         """Ask for `Events.data(conn, None)` soon; safe from any thread.
 
-        Returns `False` when the connection is not open (connecting, closed,
-        closing or detached). Several wakes before the loop gets to them may
-        fire `data` once.
+        Returns `False` when the connection is connecting, closed, closing or
+        detached. Several wakes before the loop gets to them may fire `data`
+        once.
         """
         return self._loop.wake(self.id)
 
@@ -240,8 +258,11 @@ class Server:
 
     def __init__(self, loop: Loop, addrs: tuple[SockAddr, ...], conns: dict[int, Conn]) -> None:
         self._loop = loop
+        #: The bound addresses in `serve`'s order, as `getsockname()` reports them.
         self.addrs = addrs
+        #: The number of event loops (1).
         self.num_loops = 1
+        #: The open connections by id; one leaves when its `closed` (or `detached`) fires, never mid-event.
         self.conns: Mapping[int, Conn] = MappingProxyType(conns)
 
     def dial(self, addr: str, *, timeout: float | None = 10.0, context: Any = None) -> Conn:
@@ -274,8 +295,10 @@ class Server:
         """Call `callback()` on the loop's thread once, `delay` seconds from now.
 
         Returns a `Timer` whose `cancel()` stops it (from any thread). An
-        exception raised by `callback` is logged and the loop goes on. Raises
-        `RuntimeError` once the server is shutting down.
+        exception raised by `callback` is logged and the loop goes on; what it
+        returns is ignored (an `Action` is logged: use `shutdown()` or a
+        connection's methods). Timers still pending at shutdown do not run.
+        Raises `RuntimeError` once the server is shutting down.
         """
         secs = seconds("after()'s delay", delay)
         if not callable(callback):

@@ -37,7 +37,8 @@ class Options:
     `reuse_input_buffer`: when true, `Events.data` gets a `memoryview` into a
     buffer the loop reuses, valid only during the call (no copy per read).
     `idle_timeout`: seconds; a connection that neither received nor sent a
-    byte for that long is closed with `closed(conn, TimeoutError(...))`.
+    byte for that long is closed with `closed(conn, TimeoutError(...))`
+    (time spent paused with `Conn.pause_reading` does not count).
     `max_pending`: bytes; a write that would leave more than this many bytes
     pending closes the connection at once with `closed(conn, BufferError(...))`.
     `half_close`: when true, the peer's end of input fires `data(conn, b"")`

@@ -426,8 +426,8 @@ class Loop:
             if timer._user:
                 try:
                     r = callback()
-                    if r is not None:
-                        raise bad_return(f"the timer callback {callback!r}", r, "None")
+                    if isinstance(r, Action):
+                        raise bad_return(f"the timer callback {callback!r}", r, "None: call server.shutdown()")
                 except Exception:
                     logger.exception("timer callback %r raised", callback)
             else:
@@ -493,7 +493,7 @@ class Loop:
             sock.close()  # the peer left before we could look at it
             return
         c = self.new_conn(addr, listener.index, False)
-        c.attach(sock)
+        c._attach(sock)
         c.local_addr = local
         c._seen = time.monotonic()  # not the turn's clock: a burst of accepts takes a while
         self._conns[c._fd] = c
@@ -564,6 +564,10 @@ class Loop:
         c._idle_timer = None
         if c._state is GONE or c._idle is None:
             return
+        if c._paused:
+            # The program chose not to read: that is not the peer's idleness. The clock restarts on resume.
+            c._idle_timer = self._timers.call_at(self._now + c._idle, functools.partial(self._check_idle, c))
+            return
         deadline = c._seen + c._idle
         if self._now >= deadline and c._out is not None:
             # Nothing sent for a while may only mean the kernel's queue is full: if the peer
@@ -632,6 +636,8 @@ class Loop:
     def set_paused(self, c: Conn, paused: bool) -> None:
         if c._paused is not paused:
             c._paused = paused
+            if not paused:
+                c._seen = time.monotonic()  # time spent paused is not idle time
             self._update_interest(c)
 
     def wake(self, id: int) -> bool:
@@ -682,7 +688,7 @@ class Loop:
 
     def connected(self, c: Conn, sock: socket.socket) -> None:
         """A dial succeeded: `c` becomes an open connection and `opened` fires (unless it was closed meanwhile)."""
-        c.attach(sock)
+        c._attach(sock)
         try:
             if sock.family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

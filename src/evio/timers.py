@@ -22,6 +22,7 @@ class Timer:
     __slots__ = ("_callback", "_cancelled", "_heap", "_queued", "_user", "when")
 
     def __init__(self, heap: TimerHeap, when: float, callback: Callable[[], object], user: bool) -> None:
+        #: When the call is due, on `time.monotonic`'s clock.
         self.when = when
         self._callback: Callable[[], object] | None = callback
         self._heap = heap
