@@ -8,7 +8,7 @@ PYPY_VENV := .venv-pypy
 # Besides the default python3 and PyPy, the suite runs on the oldest and the newest CPython we support.
 OTHER_PYTHONS ?= 3.9 3.13
 
-.PHONY: test check lint typecheck pytest pytest-pypy pytest-versions package docs serve echo serve-http bench bench-redis bench-http bench-deps clean
+.PHONY: test check lint typecheck pytest pytest-pypy pytest-versions package docs serve echo serve-http bench bench-redis bench-http bench-proxy bench-deps clean
 
 test: lint typecheck pytest pytest-pypy pytest-versions package docs
 
@@ -87,7 +87,7 @@ $(VENV)/.bench: $(VENV)/.installed
 	$(VENV)/bin/python -m pip install -q -e '.[redis,test,lint,bench]'
 	touch $@
 
-bench: bench-redis bench-http
+bench: bench-redis bench-http bench-proxy
 
 bench-redis: $(VENV)/.bench
 	$(VENV)/bin/python bench/redis_bench.py
@@ -95,9 +95,12 @@ bench-redis: $(VENV)/.bench
 bench-http: $(VENV)/.bench
 	$(VENV)/bin/python bench/http_bench.py
 
+bench-proxy: $(VENV)/.bench
+	$(VENV)/bin/python bench/proxy_bench.py
+
 bench-deps:
 	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends redis-server redis-tools nginx-light wrk pypy3 pypy3-venv
+	apt-get install -y -qq --no-install-recommends redis-server redis-tools nginx-light wrk haproxy pypy3 pypy3-venv
 
 clean:
 	rm -rf $(VENV) $(PYPY_VENV) .venv-3.* dist docs/_build .mypy_cache .pytest_cache .ruff_cache

@@ -764,16 +764,27 @@ def shared_machine(meta: Mapping[str, Any], aside: str = "") -> str:
     ) + "."
 
 
-def servers_section(report: Mapping[str, Any], labels: Mapping[str, str]) -> list[str]:
+SERVER_COLUMNS = (("runs on", "software"), ("parser", "parser"), ("event loop", "loop"))
+
+
+def servers_section(
+    report: Mapping[str, Any],
+    labels: Mapping[str, str],
+    columns: Sequence[tuple[str, str]] = SERVER_COLUMNS,
+    *,
+    title: str = "Servers",
+) -> list[str]:
     """The report's 'Servers' section: what each server runs on, the builds, and what was not measured.
 
-    `labels` maps each server's key to its label, in the order of the table.
+    `labels` maps each server's key to its label, in the order of the table. `columns` are the
+    table's columns between the label and the command: (heading, key in the server's description).
     """
     rows = []
     for key, label in labels.items():
         d = report["servers"][key]
-        rows.append([label, d["software"], d["parser"], d["loop"], f"`{d['command']}`"])
-    out = ["## Servers", "", markdown_table(["server", "runs on", "parser", "event loop", "command"], rows), ""]
+        rows.append([label, *[d[field] for _, field in columns], f"`{d['command']}`"])
+    headings = ["server", *[heading for heading, _ in columns], "command"]
+    out = [f"## {title}", "", markdown_table(headings, rows), ""]
     builds = sorted({d["build"] for d in report["servers"].values()})
     out += ["Builds:", "", *[f"- `{b}`" for b in builds], ""]
     if report["skipped"]:
