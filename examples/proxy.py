@@ -66,8 +66,9 @@ class Proxy(evio.Events):
         self.balancer = balancer
         self.check_interval: float = args.check_interval
         self.timeout_connect: float = args.timeout_connect
-        self.client_options = evio.Options(half_close=True, idle_timeout=args.timeout_client)
-        self.server_options = evio.Options(half_close=True, idle_timeout=args.timeout_server)
+        # Input arrives in the loop's own buffer: `Conn.write` sends it at once, or copies what waits.
+        self.client_options = evio.Options(half_close=True, idle_timeout=args.timeout_client, reuse_input_buffer=True)
+        self.server_options = evio.Options(half_close=True, idle_timeout=args.timeout_server, reuse_input_buffer=True)
         self.send_proxy = proxy_header_v2 if args.send_proxy_v2 else proxy_header_v1 if args.send_proxy else None
         self.server: evio.Server | None = None
         self.stop_requested = False  # SIGTERM before the server was up

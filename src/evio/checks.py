@@ -34,6 +34,8 @@ def check_out(event: str, out: object) -> Buffer:
 
 def as_buffer(c: Conn, out: object) -> Buffer:
     """What `Conn.write` was given, as a flat byte buffer, or a `TypeError` naming the connection."""
+    if type(out) is memoryview and out.ndim == 1 and out.itemsize == 1 and out.c_contiguous:
+        return out  # a proxy's usual case (a view of the loop's input buffer), checked in one go
     if not isinstance(out, _OUT_TYPES):
         raise TypeError(f"Conn.write() on connection {c.id} takes bytes, bytearray or memoryview, not {out!r}")
     return check_out("write", out)

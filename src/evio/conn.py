@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 from collections import deque
+from threading import get_ident
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Tuple, Union
 
@@ -148,10 +149,11 @@ class Conn:
         """
         if self._state not in WRITABLE or self._shut:
             return False
-        out = as_buffer(self, out)
+        if type(out) is not bytes:
+            out = as_buffer(self, out)
         loop = self._loop
-        if loop.on_loop():
-            loop.write(self, out)
+        if get_ident() == loop._thread:  # on the loop's thread: at once (the common case, kept short)
+            loop._write(self, out, False)
             return self._state is not State.GONE
         data = out if type(out) is bytes else bytes(out)  # a mutable buffer is copied now
         return loop.post(loop.posted_write, self, data, len(data))

@@ -61,7 +61,7 @@ class Dialer:
 
     @staticmethod
     def parse(text: str) -> Address:
-        return parse_dial(text)
+        return _parse(text) if isinstance(text, str) else parse_dial(text)
 
     @staticmethod
     def target(address: Address) -> SockAddr:
@@ -84,8 +84,7 @@ class Dialer:
             return
         family = {"tcp4": socket.AF_INET, "tcp6": socket.AF_INET6}.get(address.scheme, socket.AF_UNSPEC)
         try:
-            # A literal needs no look-up: AI_NUMERICHOST answers at once, without DNS.
-            infos = socket.getaddrinfo(address.host, address.port, family, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
+            infos = _numeric(address.host, address.port, family)
         except (OSError, UnicodeError):
             if self._resolver is None:
                 self._resolver = Resolver()
@@ -162,7 +161,7 @@ class Dialer:
         loop = self._loop
         loop._conns.pop(c._fd, None)
         if c._mask:
-            loop._poller.unregister(c._fd)
+            loop._poller.discard(c._fd)
             c._mask = 0
         c._fd = -1
         sock.close()
@@ -181,14 +180,14 @@ class Dialer:
             self._try_next(c)
             return
         try:
-            sock.getpeername()
+            peer = sock.getpeername()
         except OSError:
             # Not connected yet: a report meant for a descriptor closed earlier in this
             # batch, whose number this socket took. The real answer comes later.
             return
         d.sock = None
         self._finish(c)
-        self._loop.connected(c, sock)
+        self._loop.connected(c, sock, peer, not d.address.is_unix)
 
     def _timed_out(self, c: Conn) -> None:
         d = c._dial
@@ -223,6 +222,16 @@ class Dialer:
     def close(self) -> None:
         if self._resolver is not None:
             self._resolver.close()
+
+
+#: A program that dials the same few addresses again and again (a proxy, a pool) parses each once.
+_parse = functools.lru_cache(maxsize=256)(parse_dial)
+
+
+@functools.lru_cache(maxsize=256)
+def _numeric(host: str, port: int, family: int) -> tuple[tuple[Any, ...], ...]:
+    """What `getaddrinfo` answers for an IP literal, at once and without DNS (`AI_NUMERICHOST`); cached."""
+    return tuple(socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST))
 
 
 def _abandoned(address: Address) -> ConnectionAbortedError:

@@ -31,12 +31,18 @@ class Lingering:
         self._socks: dict[int, tuple[socket.socket, Timer]] = {}
         self._buf = bytearray(65536)
 
-    def add(self, sock: socket.socket) -> None:
-        """Watch `sock`, whose write side is already shut down, until the peer's end of input."""
+    def add(self, sock: socket.socket, registered: bool) -> None:
+        """Watch `sock`, whose write side is already shut down, until the peer's end of input.
+
+        `registered`: the poller already knows the descriptor (for some mask), and only needs telling.
+        """
         fd = sock.fileno()
         timer = self._call_later(LINGER_TIMEOUT, functools.partial(self._end, fd))
         self._socks[fd] = (sock, timer)
-        self._poller.register(fd, IN)
+        if registered:
+            self._poller.modify(fd, IN)
+        else:
+            self._poller.register(fd, IN)
 
     def __contains__(self, fd: int) -> bool:
         return fd in self._socks
@@ -58,7 +64,7 @@ class Lingering:
             return
         sock, timer = entry
         timer.cancel()
-        self._poller.unregister(fd)
+        self._poller.discard(fd)
         sock.close()
 
     def close(self) -> None:

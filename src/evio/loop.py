@@ -333,7 +333,9 @@ class Loop:
                             self._keep(c, r, sent, True)
                         if postwrite is not None and c._state is not GONE:
                             try:
-                                self._after_write(c, check_action("postwrite", postwrite(c, sent, c._outlen)))
+                                act = postwrite(c, sent, c._outlen)
+                                if act:
+                                    self._after_write(c, check_action("postwrite", act))
                             except Exception as err:
                                 self._fail(c, "postwrite", err)
                     else:
@@ -498,10 +500,10 @@ class Loop:
         c._seen = time.monotonic()  # not the turn's clock: a burst of accepts takes a while
         self._conns[c._fd] = c
         self._by_id[c.id] = c
-        self._poller.register(c._fd, IN)
-        c._mask = IN
         self._acceptor.gained()
         self._fire_opened(c)
+        # Registered once `opened` has said what it wants (a greeting pending, reading paused...).
+        self._update_interest(c)
 
     def _fire_opened(self, c: Conn) -> None:
         """Call `opened` and act on what it returns: `out`, `(out, action)` or `(out, options, action)`."""
@@ -617,9 +619,6 @@ class Loop:
     def new_conn(self, remote_addr: SockAddr, addr_index: int, outbound: bool) -> Conn:
         return Conn(self, next(self._ids), remote_addr, addr_index, outbound)
 
-    def write(self, c: Conn, out: Buffer) -> None:
-        self._write(c, out, False)
-
     def posted_write(self, c: Conn, data: bytes) -> None:
         self._inbox.settle(c, len(data))
         if c._state in WRITABLE:
@@ -686,14 +685,14 @@ class Loop:
 
     # ---- dialled connections (the dialer's results) ----------------------
 
-    def connected(self, c: Conn, sock: socket.socket) -> None:
+    def connected(self, c: Conn, sock: socket.socket, peer: SockAddr, tcp: bool) -> None:
         """A dial succeeded: `c` becomes an open connection and `opened` fires (unless it was closed meanwhile)."""
         c._attach(sock)
+        c.remote_addr = peer
         try:
-            if sock.family != socket.AF_UNIX:
+            if tcp:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             c.local_addr = sock.getsockname()
-            c.remote_addr = sock.getpeername()
         except OSError as err:
             self._close(c, err)
             return
@@ -759,7 +758,7 @@ class Loop:
                 c._hold = True
                 self._update_interest(c)
             return
-        detach_after = self._before_write(c, size)
+        detach_after = False if self._prewrite is None else self._before_write(c, size)
         if detach_after is None:
             return
         try:
@@ -776,7 +775,9 @@ class Loop:
             if c._state is GONE:
                 return
         if self._postwrite is not None:
-            self._after_write(c, check_action("postwrite", self._postwrite(c, sent, c._outlen)))
+            act = self._postwrite(c, sent, c._outlen)
+            if act:  # None and Action.NONE: nothing to check or do
+                self._after_write(c, check_action("postwrite", act))
         if detach_after:
             self._act(c, Action.DETACH)
 
@@ -849,7 +850,9 @@ class Loop:
                     c._written += sent
                     c._since = time.monotonic()
             if self._postwrite is not None:
-                self._after_write(c, check_action("postwrite", self._postwrite(c, sent, c._outlen)))
+                act = self._postwrite(c, sent, c._outlen)
+                if act:
+                    self._after_write(c, check_action("postwrite", act))
             if detach_after:
                 self._act(c, Action.DETACH)
         except Exception as err:
@@ -961,9 +964,7 @@ class Loop:
             if timer is not None:
                 timer.cancel()
         c._idle_timer = c._close_timer = None
-        if c._mask:
-            self._poller.unregister(c._fd)
-            c._mask = 0
+        # The caller decides what becomes of the poller's registration (`c._mask` says if there is one).
 
     def _ended(self, c: Conn, err: BaseException | None) -> None:
         """`closed(conn, err)` fires once the running event (if any) returns."""
@@ -980,6 +981,9 @@ class Loop:
         if c._state is GONE:
             return
         self._forget(c)
+        if c._mask:
+            self._poller.discard(c._fd)
+            c._mask = 0
         if c._sock is not None:
             c._sock.close()
         self._ended(c, err)
@@ -1001,17 +1005,23 @@ class Loop:
                 self._close(c, err)
                 return
         self._forget(c)
+        registered, c._mask = c._mask, 0
         try:
             sock.shutdown(socket.SHUT_WR)
         except OSError:
+            if registered:
+                self._poller.discard(c._fd)
             sock.close()
         else:
-            self._lingering.add(sock)
+            self._lingering.add(sock, bool(registered))
         self._ended(c, err)
 
     def _detach(self, c: Conn) -> None:
         """Stop watching `c`'s socket; `detached` gets it once the running event (if any) returns."""
         self._forget(c)
+        if c._mask:
+            self._poller.unregister(c._fd)
+            c._mask = 0
         self._deferred.append((self._hand_over, c))
 
     def _hand_over(self, c: Conn) -> None:

@@ -40,6 +40,10 @@ class Poller(Protocol):
 
     def unregister(self, fd: int) -> None: ...
 
+    def discard(self, fd: int) -> None:
+        """Forget `fd`, which the caller is about to close."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -57,6 +61,9 @@ class EpollPoller:
         self.register = ep.register
         self.modify = ep.modify
         self.unregister = ep.unregister
+
+    def discard(self, fd: int) -> None:
+        """Nothing to do: epoll drops a descriptor by itself once it is closed (the loop never dups one)."""
 
     def close(self) -> None:
         self._ep.close()
@@ -82,6 +89,10 @@ class SelectorPoller:
         self._sel.modify(fd, _selector_mask(mask))
 
     def unregister(self, fd: int) -> None:
+        self._sel.unregister(fd)
+
+    def discard(self, fd: int) -> None:
+        # The selector keeps a map of its own, which a closed descriptor must leave.
         self._sel.unregister(fd)
 
     def close(self) -> None:

@@ -38,16 +38,16 @@ class State(enum.IntEnum):
     GONE = 6
 
 
-class Trigger(enum.Enum):
-    """What moves a connection from one state to another."""
+class Trigger(enum.IntEnum):
+    """What moves a connection from one state to another (ints, so the table's keys hash in C)."""
 
-    CONNECTED = "connected"  # a dial's connect succeeded
-    CLOSE = "close"  # Action.CLOSE or conn.close()
-    DETACH = "detach"  # Action.DETACH
-    WRITE_EOF = "write_eof"  # conn.write_eof()
-    PEER_EOF = "peer_eof"  # the peer ended its input, on a connection without half_close
-    PEER_HALF_CLOSE = "peer_half_close"  # the peer ended its input, on a connection with half_close
-    END = "end"  # closed, detached, failed or reset: nothing more happens
+    CONNECTED = 0  # a dial's connect succeeded
+    CLOSE = 1  # Action.CLOSE or conn.close()
+    DETACH = 2  # Action.DETACH
+    WRITE_EOF = 3  # conn.write_eof()
+    PEER_EOF = 4  # the peer ended its input, on a connection without half_close
+    PEER_HALF_CLOSE = 5  # the peer ended its input, on a connection with half_close
+    END = 6  # closed, detached, failed or reset: nothing more happens
 
 
 S, T = State, Trigger
