@@ -7,21 +7,37 @@ the version it reports).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import re
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable, Dict, List
 
 import pytest
+from conftest import WAIT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from redisclone import CLOSE, KEEP, SHUTDOWN, AOFError, AppendOnlyFile, Database, RedisProtocol, make_reader
+from redisclone import aof as aof_module
 from redisclone.aof import encode_command
 from redisclone.resp import HAVE_HIREDIS, HiredisReader, PureReader
 from redisclone.store import Keyspace, glob_to_regex, now_ms
 
 Factory = Callable[..., RedisProtocol]
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """Every test closes the AOFs it opens: no fsync thread and no descriptor outlives it."""
+    before = set(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else set()
+    yield
+    assert not [t for t in threading.enumerate() if t.name == "aof-fsync"], "an AOF was left open"
+    if before:
+        assert set(os.listdir("/proc/self/fd")) <= before | {"0", "1", "2"}, "a descriptor was left open"
 
 
 @pytest.fixture(params=["hiredis", "pure"])
@@ -412,6 +428,8 @@ def test_aof_replay_restores_data_and_keeps_deadlines(tmp_path: Path) -> None:
     assert 90_000 < int(ttl[1:-2]) <= 100_000
     assert c2.feed(b"mget s t u x\r\n") == b"*4\r\n$1\r\nv\r\n$2\r\n23\r\n$-1\r\n$-1\r\n"
     assert 90_000 < int(c2.feed(b"pttl s\r\n")[1:-2]) <= 100_000
+    assert again.aof is not None
+    again.aof.close()
 
 
 def test_aof_torn_tail_is_cut_and_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -448,20 +466,43 @@ def test_aof_missing_file_is_created(tmp_path: Path) -> None:
     db.aof.close()
 
 
-def test_aof_sync_is_at_most_a_second_apart(tmp_path: Path) -> None:
+def test_aof_everysec_fsyncs_on_its_own_thread_and_stops_with_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: List[str] = []
+    fsynced = threading.Event()
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(threading.current_thread().name)
+        real_fsync(fd)
+        fsynced.set()
+
+    monkeypatch.setattr(aof_module, "FSYNC_INTERVAL", 0.02)
+    monkeypatch.setattr(os, "fsync", fsync)
     aof = AppendOnlyFile(str(tmp_path / "a.aof"))
     aof.load(lambda cmd: None)
     aof.log([b"SET", b"a", b"1"])
-    aof.sync()  # written, not fsync'ed yet: the last fsync is recent
-    assert aof._dirty
-    aof._synced_at -= 1.0
-    aof.sync()
-    assert not _dirty(aof)
+    assert aof.write()
+    assert synced == []  # the write returned without an fsync on the caller's thread
+    assert fsynced.wait(WAIT)
+    assert synced[0] == "aof-fsync"
+    thread = aof._thread
+    assert thread is not None
     aof.close()
+    assert not thread.is_alive()
+    assert synced[-1] == threading.current_thread().name  # close's own last fsync
 
 
-def _dirty(aof: AppendOnlyFile) -> bool:
-    return aof._dirty
+def test_aof_always_fsyncs_before_write_returns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: List[int] = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd))
+    aof = AppendOnlyFile(str(tmp_path / "a.aof"), fsync="always")
+    aof.load(lambda cmd: None)
+    assert aof._thread is None
+    aof.log([b"SET", b"a", b"1"])
+    assert aof.write() and len(synced) == 1
+    aof.close()
 
 
 def test_config_reports_the_aof(tmp_path: Path) -> None:
@@ -532,3 +573,303 @@ def test_a_pipeline_of_gets_sees_expiry(connect: Factory) -> None:
     c.feed(b"set a 1 px 1\r\nset b 2\r\n")
     time.sleep(0.01)
     assert c.feed(encode_command([b"GET", b"a"]) + encode_command([b"GET", b"b"])) == b"$-1\r\n$1\r\n2\r\n"
+
+
+# ---- bounded steps ------------------------------------------------------------------
+
+
+def test_replies_come_in_bounded_steps_and_add_up_to_the_unbounded_ones(connect: Factory) -> None:
+    db = Database()
+    value = b"v" * 100_000
+    request = b"set big " + value + b"\r\n" + b"GET big\r\n" * 50 + b"PING\r\n"
+    whole = RedisProtocol(db, make_reader(pure=True)).feed(request)
+    stepped = RedisProtocol(db, make_reader(pure=True), step=256 * 1024)
+    pieces = [stepped.feed(request)]
+    while stepped.backlog:
+        pieces.append(stepped.resume())
+    assert b"".join(pieces) == whole
+    assert len(pieces) > 10
+    assert all(len(p) <= 256 * 1024 + len(value) + 20 for p in pieces)  # the step, plus at most one reply
+    assert stepped.resume() == b""
+
+
+def test_input_arriving_while_steps_wait_queues_behind_them() -> None:
+    db = Database()
+    c = RedisProtocol(db, make_reader(pure=True), step=1)
+    assert c.feed(b"PING\r\nECHO a\r\n") == b"+PONG\r\n" and c.backlog
+    assert c.feed(b"ECHO b\r\n") == b"$1\r\na\r\n" and c.backlog
+    assert c.resume() == b"$1\r\nb\r\n" and not c.backlog
+
+
+def test_a_protocol_error_waits_for_the_steps_before_it() -> None:
+    c = RedisProtocol(Database(), make_reader(pure=True), step=1)
+    assert c.feed(b"PING\r\nPING\r\n*1\r\n$x\r\n") == b"+PONG\r\n" and c.verdict == KEEP
+    assert c.resume() == b"+PONG\r\n-ERR Protocol error: invalid bulk length\r\n"
+    assert c.verdict == CLOSE and not c.backlog
+
+
+def test_quit_in_a_step_drops_what_follows() -> None:
+    c = RedisProtocol(Database(), make_reader(pure=True), step=1)
+    assert c.feed(b"PING\r\nQUIT\r\nPING\r\n") == b"+PONG\r\n"
+    assert c.resume() == b"+OK\r\n" and c.verdict == CLOSE and not c.backlog
+
+
+def test_the_query_buffer_limit_closes_without_running_anything(connect: Factory) -> None:
+    db = Database()
+    db.query_buffer_limit = 1000
+    c = connect(db)
+    assert c.feed(b"SET a 1\r\n*3\r\n$3\r\nSET\r\n$1\r\nb\r\n$5000\r\n" + b"x" * 999) == b""
+    assert c.verdict == CLOSE and c.close_reason.startswith("qbuf=")
+    assert db.keyspace.data == {}
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "reply"),
+    [
+        (b"*1\r\n\r\n", b"-ERR Protocol error: expected '$', got ' '\r\n"),  # as redis-server 7.0
+        (b"*1\r\n\n", b"-ERR Protocol error: expected '$', got ' '\r\n"),
+    ],
+)
+def test_protocol_errors_never_hold_a_raw_cr_or_lf(connect: Factory, request_bytes: bytes, reply: bytes) -> None:
+    c = connect()
+    assert c.feed(request_bytes) == reply
+
+
+@settings(max_examples=300, deadline=None)
+@given(junk=st.lists(st.sampled_from([b"*", b"$", b"\r", b"\n", b"1", b"2", b"x", b'"', b" "]), max_size=30))
+def test_no_error_reply_holds_a_line_break(junk: List[bytes]) -> None:
+    c = RedisProtocol(Database(), make_reader(pure=True))
+    out = c.feed(b"".join(junk))
+    for line in out.split(b"\r\n")[:-1]:
+        assert b"\r" not in line and b"\n" not in line
+
+
+# ---- the AOF: failed writes, the loader, rewrites ---------------------------------------
+
+
+class FailingWrites:
+    """os.write for the AOF: the first `budget` bytes go through, then ENOSPC (after a short write)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, budget: int) -> None:
+        self.budget = budget
+        self.real = os.write
+        monkeypatch.setattr(os, "write", self)
+
+    def __call__(self, fd: int, data: bytes | memoryview) -> int:
+        if self.budget <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        n = self.real(fd, bytes(data[: self.budget]))
+        self.budget -= n
+        return n
+
+
+MISCONF = b"-MISCONF Errors writing to the AOF file: No space left on device\r\n"
+
+
+def test_a_failed_aof_write_is_cut_off_undone_and_answered_misconf(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "a.aof"
+    db = _aof_db(path)
+    c = RedisProtocol(db, make_reader(pure=True))
+    assert c.feed(b"set a 1\r\nset gone 1\r\n") == b"+OK\r\n+OK\r\n"
+    good = path.read_bytes()
+    writes = FailingWrites(monkeypatch, 10)  # the next write comes up short, then fails
+    # One run of writes (all taken back), a read that sees none of them, then writes refused up front.
+    assert c.feed(b"set a 2\r\nincr n\r\ndel gone\r\nflushall\r\nget a\r\nset b 1\r\nping\r\necho x\r\n") == (
+        MISCONF * 4 + b"$1\r\n1\r\n" + MISCONF + MISCONF + b"$1\r\nx\r\n"
+    )
+    assert path.read_bytes() == good  # the short write was cut off
+    assert dict(db.keyspace.data) == {b"a": b"1", b"gone": b"1"}
+    assert c.feed(b"multi\r\nset c 1\r\nexec\r\n") == b"+OK\r\n" + MISCONF + (
+        b"-EXECABORT Transaction discarded because of previous errors.\r\n"
+    )
+    writes.budget = 1 << 30  # room again: the probe goes through after its interval
+    assert db.aof is not None
+    db.aof._retry_at = 0.0
+    db.tick()
+    assert db.aof.error is None
+    assert c.feed(b"set b 2\r\n") == b"+OK\r\n"
+    db.aof.close()
+    again = _aof_db(path)
+    assert dict(again.keyspace.data) == {b"a": b"1", b"gone": b"1", b"b": b"2"}
+    assert again.aof is not None
+    again.aof.close()
+
+
+def test_a_failed_aof_write_takes_a_whole_transaction_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "a.aof"
+    db = _aof_db(path)
+    c = RedisProtocol(db, make_reader(pure=True))
+    c.feed(b"set a 1\r\nset b 1 ex 100\r\n")
+    deadline = db.keyspace.expires[b"b"]
+    FailingWrites(monkeypatch, 0)
+    assert c.feed(b"multi\r\nset a 2\r\nflushall\r\nset c 3\r\nexec\r\n") == b"+OK\r\n" + b"+QUEUED\r\n" * 3 + MISCONF
+    assert dict(db.keyspace.data) == {b"a": b"1", b"b": b"1"}
+    assert db.keyspace.expires == {b"b": deadline}
+    assert c.feed(b"get a\r\n") == b"$1\r\n1\r\n"
+    assert db.aof is not None
+    db.aof.close()
+
+
+def test_a_transaction_is_logged_between_multi_and_exec(tmp_path: Path) -> None:
+    path = tmp_path / "a.aof"
+    db = _aof_db(path)
+    c = RedisProtocol(db, make_reader(pure=True))
+    c.feed(b"multi\r\nset a 1\r\nget a\r\nincr n\r\nexec\r\nmulti\r\nget a\r\nexec\r\n")
+    assert db.aof is not None
+    db.aof.close()
+    assert path.read_bytes() == (
+        encode_command([b"MULTI"])
+        + encode_command([b"set", b"a", b"1"])
+        + encode_command([b"incr", b"n"])
+        + encode_command([b"EXEC"])
+    )
+
+
+def test_a_transaction_cut_short_by_a_crash_is_reverted_on_load(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "a.aof"
+    before = encode_command([b"SET", b"a", b"1"])
+    path.write_bytes(before + encode_command([b"MULTI"]) + encode_command([b"SET", b"b", b"1"]))
+    with caplog.at_level(logging.WARNING, logger="redisclone"):
+        db = _aof_db(path)
+    assert dict(db.keyspace.data) == {b"a": b"1"}
+    assert path.read_bytes() == before
+    assert any("Revert incomplete MULTI/EXEC" in r.getMessage() for r in caplog.records)
+    assert db.aof is not None
+    db.aof.close()
+
+
+@pytest.mark.parametrize(
+    ("content", "offset", "what"),
+    [
+        (b"FLUSHALL\r\n", 0, "expected '*', got 'F'"),
+        (encode_command([b"SET", b"a", b"1"]) + b"FLUSHALL\r\n", 27, "expected '*', got 'F'"),
+        (b"*1\r\nFLUSHALL\r\n", 4, "expected '$', got 'F'"),
+        (b"*1\r\n$3\r\nabcd\r\n", 11, "expected CRLF after a bulk string"),
+        (b"*0\r\n", 0, "invalid multibulk length"),
+    ],
+)
+def test_the_loader_takes_only_resp_arrays_and_names_the_offset(
+    tmp_path: Path, content: bytes, offset: int, what: str
+) -> None:
+    path = tmp_path / "a.aof"
+    path.write_bytes(content)
+    with pytest.raises(AOFError, match=f"at offset {offset} .*: {re.escape(what)}"):
+        _aof_db(path)
+    assert path.read_bytes() == content
+
+
+def test_a_value_holding_a_command_is_data_on_replay(tmp_path: Path) -> None:
+    path = tmp_path / "a.aof"
+    db = _aof_db(path)
+    c = RedisProtocol(db, make_reader(pure=True))
+    sneaky = b"\r\n" * 10 + encode_command([b"FLUSHALL"])
+    c.feed(encode_command([b"SET", b"keep", b"1"]) + encode_command([b"SET", b"v", sneaky]))
+    assert db.aof is not None
+    db.aof.close()
+    again = _aof_db(path)
+    assert dict(again.keyspace.data) == {b"keep": b"1", b"v": sneaky}
+    assert again.aof is not None
+    again.aof.close()
+
+
+def _rewrite_and_wait(aof: AppendOnlyFile, db: Database) -> None:
+    assert aof.rewrite(db.keyspace.records)
+    deadline = time.monotonic() + WAIT
+    while aof.rewriting:
+        assert time.monotonic() < deadline, "the rewrite child did not finish"
+        aof.poll_rewrite()
+        time.sleep(0.005)
+
+
+def test_a_rewrite_is_compact_keeps_writes_made_meanwhile_and_loads(tmp_path: Path) -> None:
+    path = tmp_path / "a.aof"
+    db = _aof_db(path)
+    c = RedisProtocol(db, make_reader(pure=True))
+    for i in range(200):
+        c.feed(b"set k%d %d\r\nincr n\r\nset t%d v px 100000\r\n" % (i % 10, i, i % 5))
+    c.feed(b"set gone 1 px 1\r\n")
+    aof = db.aof
+    assert aof is not None
+    before = path.stat().st_size
+    assert aof.rewrite(db.keyspace.records)
+    assert not aof.rewrite(db.keyspace.records)  # one at a time
+    c.feed(b"set during 1\r\nincr n\r\n")  # logged to the old file while the child writes
+    while aof.rewriting:
+        aof.poll_rewrite()
+        time.sleep(0.005)
+    assert aof.last_rewrite_ok and aof.rewrites == 1
+    c.feed(b"set after 1\r\n")
+    after = path.stat().st_size
+    assert after < before / 5
+    expected = dict(db.keyspace.data)
+    deadlines = dict(db.keyspace.expires)
+    del expected[b"gone"], deadlines[b"gone"]
+    aof.close()
+    again = _aof_db(path)
+    assert dict(again.keyspace.data) == expected and again.keyspace.data[b"n"] == b"201"
+    assert dict(again.keyspace.expires) == deadlines
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("temp-rewriteaof")]
+    assert again.aof is not None
+    again.aof.close()
+
+
+def test_a_rewrite_that_cannot_be_put_in_place_leaves_the_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "a.aof"
+    db = _aof_db(path)
+    c = RedisProtocol(db, make_reader(pure=True))
+    c.feed(b"set a 1\r\nset a 2\r\n")
+    old = path.read_bytes()
+
+    def no_rename(src: str, dst: str) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "rename", no_rename)
+    assert db.aof is not None
+    _rewrite_and_wait(db.aof, db)
+    assert not db.aof.last_rewrite_ok and db.aof.rewrites == 0
+    assert path.read_bytes() == old
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("temp-rewriteaof")]
+    c.feed(b"set b 1\r\n")
+    db.aof.close()
+    assert path.read_bytes() == old + encode_command([b"set", b"b", b"1"])
+
+
+def test_a_rewrite_killed_midway_leaves_the_old_file_and_its_temp_is_removed(tmp_path: Path) -> None:
+    path = tmp_path / "a.aof"
+    path.write_bytes(encode_command([b"SET", b"a", b"1"]))
+    stale = tmp_path / "temp-rewriteaof-a.aof-999999999.aof"  # no such process: left by a crash
+    stale.write_bytes(b"*3\r\n$3\r\nSET")
+    db = _aof_db(path)
+    assert not stale.exists()
+    assert dict(db.keyspace.data) == {b"a": b"1"}
+    assert db.aof is not None
+    db.aof.close()
+
+
+def test_a_rewrite_that_cannot_fork_is_an_error_and_holds_automatic_ones_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = _aof_db(tmp_path / "a.aof")
+    c = RedisProtocol(db, make_reader(pure=True))
+    c.feed(b"set a 1\r\n")
+    aof = db.aof
+    assert aof is not None
+    aof.rewrite_min_size = 1
+    assert aof.due_for_rewrite()  # grown from nothing
+
+    def no_fork() -> int:
+        raise OSError(errno.ENOMEM, os.strerror(errno.ENOMEM))
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    assert c.feed(b"bgrewriteaof\r\n") == (
+        b"-ERR Can't execute an AOF background rewriting. Please check the server logs for more information.\r\n"
+    )
+    assert b"aof_last_bgrewrite_status:err" in c.feed(b"info persistence\r\n")
+    assert not aof.due_for_rewrite()  # not again at every tick
+    aof.close()

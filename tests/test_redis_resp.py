@@ -280,3 +280,24 @@ def test_values_that_look_like_resp3_are_still_values() -> None:
     reader = HiredisReader(small_packet=0)
     assert reader.feed(stream) == commands
     assert reader.error is None and not reader.busy
+
+
+@pytest.mark.parametrize("kind", READERS)
+def test_proto_max_bulk_len_is_the_readers_limit(kind: str) -> None:
+    if kind == "hiredis" and not HAVE_HIREDIS:
+        pytest.skip("hiredis is not installed")
+    limit = 1 << 20
+
+    def make() -> Reader:
+        return HiredisReader(small_packet=0, max_bulk=limit) if kind == "hiredis" else PureReader(limit)
+
+    at = encode_command([b"SET", b"k", b"x" * limit])
+    reader = make()
+    got = [c for i in range(0, len(at), 65536) for c in reader.feed(at[i : i + 65536])]
+    assert got == [[b"SET", b"k", b"x" * limit]] and reader.error is None
+    over = make()
+    assert over.feed(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$%d\r\n" % (limit + 1)) == []
+    assert over.error == b"invalid bulk length"
+    whole = make()  # a packet holding a whole bulk over the limit: refused too (hiredis knows no limit)
+    assert whole.feed(encode_command([b"SET", b"k", b"y" * (limit + 1)])) == []
+    assert whole.error == b"invalid bulk length"

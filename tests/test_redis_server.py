@@ -37,12 +37,14 @@ ASYNCIO_PEER = REPO / "bench" / "redis_asyncio_server.py"
 class ServerProcess:
     """A server subprocess, ready once it printed its listening line."""
 
-    def __init__(self, argv: List[str], log: Path) -> None:
+    def __init__(self, argv: List[str], log: Path, preexec: Callable[[], None] | None = None) -> None:
         self.argv = argv
         self.log_path = log
         # A file, not a pipe: a chatty server never blocks on it. Closed by close().
         self._log: IO[bytes] = open(log, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL, preexec_fn=preexec
+        )
         self.host = ""
         self.port = 0
         self.unix = ""
@@ -533,7 +535,9 @@ def test_a_corrupt_aof_stops_the_start(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 1
-    assert b"bad append-only file after 1 commands" in proc.stderr
+    offset = len(encode_command([b"SET", b"a", b"1"])) + len(b"*1\r\n")
+    assert b"Bad file format reading the append only file " in proc.stderr
+    assert f"at offset {offset} (after 1 commands): invalid bulk length".encode() in proc.stderr
 
 
 # ---- redis-cli and redis-benchmark -----------------------------------------------------

@@ -12,6 +12,7 @@ deadline it had, not a new one.
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import sys
@@ -23,6 +24,8 @@ from .resp import Command, parse_int
 from .store import Keyspace, now_ms
 
 Handler = Callable[[Command], bytes]
+
+logger = logging.getLogger("redisclone")
 
 #: The Redis version whose behaviour this server follows, as HELLO and INFO report it.
 REDIS_VERSION = b"7.0.0"
@@ -65,8 +68,20 @@ def text(arg: bytes) -> str:
     return arg.decode("utf-8", "surrogateescape")
 
 
+_CANNOT_REWRITE = (
+    b"-ERR Can't execute an AOF background rewriting. Please check the server logs for more information.\r\n"
+)
+#: Redis's CONFIG GET client-output-buffer-limit, the classes after "normal" (no replicas or pub/sub here).
+_OTHER_OUTPUT_LIMITS = "slave 268435456 67108864 60 pubsub 33554432 8388608 60"
+
+
 class Database:
-    """What every connection shares: the keyspace, the AOF, settings and counters."""
+    """What every connection shares: the keyspace, the AOF, settings, limits and counters.
+
+    `query_buffer_limit` (Redis's client-query-buffer-limit) is read by every
+    connection; the other limits are the glue's to enforce and are only
+    reported here, through `config`.
+    """
 
     def __init__(self, aof: AppendOnlyFile | None = None, config: Dict[str, str] | None = None) -> None:
         self.keyspace = Keyspace()
@@ -74,12 +89,21 @@ class Database:
         self.started = time.time()
         self.clients = 0
         self.connections_received = 0
+        self.rejected_connections = 0
         self.next_client_id = 1
+        #: Bytes of input a client may have sent that are not executed yet; past it, it is closed.
+        self.query_buffer_limit = 1024 * 1024 * 1024
+        #: The rewrite of BGREWRITEAOF without an AOF (Redis writes the file anyway).
+        self._rewriter: AppendOnlyFile | None = None
         self.config: Dict[str, str] = {
             "appendonly": "yes" if aof is not None else "no",
             "appendfilename": os.path.basename(aof.path) if aof is not None else "appendonly.aof",
-            "appendfsync": "everysec",
+            "appendfsync": aof.fsync if aof is not None else "everysec",
+            "auto-aof-rewrite-min-size": str(aof.rewrite_min_size if aof is not None else 64 * 1024 * 1024),
+            "auto-aof-rewrite-percentage": str(aof.rewrite_percentage if aof is not None else 100),
             "bind": "127.0.0.1",
+            "client-output-buffer-limit": "normal 0 0 0 " + _OTHER_OUTPUT_LIMITS,
+            "client-query-buffer-limit": str(self.query_buffer_limit),
             "databases": "1",
             "dir": os.getcwd(),
             "maxclients": "10000",
@@ -89,11 +113,18 @@ class Database:
             "proto-max-bulk-len": str(512 * 1024 * 1024),
             "save": "",
             "timeout": "0",
+            "unixsocket": "",
+            "unixsocketperm": "0",
         }
         if config:
             self.config.update(config)
         self.resp2 = Commands(self, resp3=False)
         self.resp3 = Commands(self, resp3=True)
+
+    def rebind(self) -> None:
+        """After FLUSHDB/FLUSHALL or an undo replaced the keyspace's tables: point the commands at the new ones."""
+        for commands in (self.resp2, self.resp3):
+            commands.rebind()
 
     def load(self) -> int:
         """Replay the AOF into the keyspace (with logging off); returns the number of commands."""
@@ -112,22 +143,73 @@ class Database:
 
     def _replay(self, table: Dict[bytes, Handler], cmd: Command) -> None:
         handler = table.get(cmd[0]) or table.get(cmd[0].lower())
-        if handler is None:
-            raise ValueError(f"the AOF holds the command {text(cmd[0])!r}, which this server does not know")
+        if handler is None or cmd[0].lower() not in WRITE_KEYS:
+            raise ValueError(f"the AOF holds the command {text(cmd[0])!r}, not a write command this server knows")
         handler(cmd)
 
+    def bgrewriteaof(self) -> bytes:
+        """BGREWRITEAOF: a child writes the keyspace compactly, the parent keeps serving."""
+        rewriter = self.aof
+        if rewriter is None:
+            if self._rewriter is None:
+                self._rewriter = AppendOnlyFile(os.path.join(self.config["dir"], self.config["appendfilename"]))
+            rewriter = self._rewriter
+        if rewriter.rewriting:
+            return b"-ERR Background append only file rewriting already in progress\r\n"
+        if not rewriter.rewrite(self.keyspace.records):
+            return _CANNOT_REWRITE
+        return b"+Background append only file rewriting started\r\n"
+
     def tick(self) -> None:
-        """Periodic work: sweep expired keys (bounded) and fsync the AOF when due."""
+        """Periodic work: sweep expired keys (bounded); the AOF's retries, rewrites and automatic rewrites."""
         ks = self.keyspace
         for _ in range(10):  # a few rounds while most of what is looked at is expired
             if ks.sweep(200) < 50:
                 break
+        aof = self.aof
+        if aof is not None:
+            aof.retry()
+            aof.poll_rewrite()
+            if aof.due_for_rewrite():
+                growth = aof.size * 100 // (aof.base_size or 1) - 100
+                logger.info("Starting automatic rewriting of AOF on %d%% growth", growth)
+                aof.rewrite(ks.records)
+        if self._rewriter is not None:
+            self._rewriter.poll_rewrite()
+
+    def close(self) -> None:
+        """Stop rewrites, write and close the AOF."""
+        if self._rewriter is not None:
+            self._rewriter.close()
         if self.aof is not None:
-            self.aof.sync()
+            self.aof.close()
 
     def info(self, section: bytes = b"") -> bytes:
         """The INFO text for `section` (lower case; empty for the default sections)."""
         ks = self.keyspace
+        aof = self.aof
+        rewriter = aof or self._rewriter
+        started = rewriter.rewrite_started_at() if rewriter is not None else None
+        persistence = [
+            "loading:0",
+            f"aof_enabled:{1 if aof is not None else 0}",
+            f"aof_rewrite_in_progress:{1 if started is not None else 0}",
+            "aof_rewrite_scheduled:0",
+            f"aof_last_rewrite_time_sec:{rewriter.last_rewrite_secs if rewriter is not None else -1}",
+            f"aof_current_rewrite_time_sec:{int(time.monotonic() - started) if started is not None else -1}",
+            f"aof_last_bgrewrite_status:{'ok' if rewriter is None or rewriter.last_rewrite_ok else 'err'}",
+            f"aof_rewrites:{rewriter.rewrites if rewriter is not None else 0}",
+            f"aof_last_write_status:{'err' if aof is not None and aof.error is not None else 'ok'}",
+        ]
+        if aof is not None:
+            persistence += [
+                f"aof_current_size:{aof.size}",
+                f"aof_base_size:{aof.base_size}",
+                "aof_pending_rewrite:0",
+                "aof_buffer_length:0",
+                "aof_pending_bio_fsync:0",
+                "aof_delayed_fsync:0",
+            ]
         sections = {
             "server": [
                 f"redis_version:{REDIS_VERSION.decode()}",
@@ -142,12 +224,21 @@ class Database:
                 f"uptime_in_seconds:{int(time.time() - self.started)}",
                 f"executable:{os.path.abspath(sys.argv[0])}",
             ],
-            "clients": [f"connected_clients:{self.clients}"],
-            "persistence": [
-                "loading:0",
-                f"aof_enabled:{1 if self.aof is not None else 0}",
+            "clients": [
+                f"connected_clients:{self.clients}",
+                "cluster_connections:0",
+                f"maxclients:{self.config['maxclients']}",
+                "client_recent_max_input_buffer:0",
+                "client_recent_max_output_buffer:0",
+                "blocked_clients:0",
+                "tracking_clients:0",
+                "clients_in_timeout_table:0",
             ],
-            "stats": [f"total_connections_received:{self.connections_received}"],
+            "persistence": persistence,
+            "stats": [
+                f"total_connections_received:{self.connections_received}",
+                f"rejected_connections:{self.rejected_connections}",
+            ],
             "replication": ["role:master", "connected_slaves:0"],
             "keyspace": [f"db0:keys={len(ks)},expires={len(ks.expires)},avg_ttl=0"] if len(ks) else [],
         }
@@ -199,6 +290,7 @@ _SPECS: Dict[str, Tuple[int, Tuple[str, ...], int, int, int]] = {
     "command": (-1, ("loading", "stale"), 0, 0, 0),
     "config": (-2, ("admin", "noscript", "loading", "stale"), 0, 0, 0),
     "info": (-1, ("loading", "stale"), 0, 0, 0),
+    "bgrewriteaof": (1, ("admin", "noscript", "no_async_loading"), 0, 0, 0),
     # Handled by the connection (see protocol.py), listed here for COMMAND.
     "select": (2, ("loading", "stale", "fast"), 0, 0, 0),
     "quit": (-1, ("noscript", "loading", "stale", "fast"), 0, 0, 0),
@@ -212,6 +304,13 @@ _SPECS: Dict[str, Tuple[int, Tuple[str, ...], int, int, int]] = {
 
 #: Each command's arity as Redis states it: n exactly, or -n for at least n (the name counts).
 ARITY = {name: spec[0] for name, spec in _SPECS.items()}
+
+#: The write commands, spelt in lower and in upper case, with where their keys are: (first, last, step)
+#: as COMMAND reports them (a last of -1: up to the last argument). What a failed AOF write takes back.
+WRITE_KEYS: Dict[bytes, Tuple[int, int, int]] = {}
+for _name, (_arity, _flags, _first, _last, _step) in _SPECS.items():
+    if "write" in _flags:
+        WRITE_KEYS[_name.encode()] = WRITE_KEYS[_name.upper().encode()] = (_first, _last, _step)
 
 
 class Commands:
@@ -232,6 +331,11 @@ class Commands:
             if method is not None:
                 self.table[name.encode()] = method
                 self.table[name.upper().encode()] = method
+
+    def rebind(self) -> None:
+        """Look up the keyspace's tables again (FLUSHDB/FLUSHALL and undo replace them)."""
+        self._data = self.keyspace.data
+        self._expires = self.keyspace.expires
 
     def map(self, pairs: List[Tuple[bytes, bytes]]) -> bytes:
         """Pairs of ready replies as a map (RESP3) or a flat array (RESP2)."""
@@ -502,6 +606,7 @@ class Commands:
         if len(args) == 2 and args[1].upper() not in (b"ASYNC", b"SYNC"):
             return SYNTAX
         self.keyspace.flush()
+        self.db.rebind()
         self._log(args)
         return OK
 
@@ -661,6 +766,9 @@ class Commands:
         if len(args) < 2:
             return wrong_arity("config")
         return error(f"ERR unknown subcommand '{text(args[1])}'. Try CONFIG HELP.")
+
+    def cmd_bgrewriteaof(self, args: Command) -> bytes:
+        return self.db.bgrewriteaof() if len(args) == 1 else wrong_arity("bgrewriteaof")
 
     def cmd_info(self, args: Command) -> bytes:
         return bulk(self.db.info(args[1].lower() if len(args) > 1 else b""))

@@ -6,14 +6,40 @@ keep the connection (`KEEP`), write the reply and close it (`CLOSE`), or
 write it and stop the whole server (`SHUTDOWN`). Commands of one packet are
 parsed together and their replies joined into one bytes: a pipelined packet
 costs one parse call, one join and one send.
+
+Replies come in bounded steps when the protocol is made with `step`: once
+the replies of a packet pass `step` bytes, the rest of its commands wait
+(`backlog` is true) until the loop has written what it got and calls
+`resume`; meanwhile the loop should stop reading this client, so a small
+packet that asks for gigabytes of replies costs `step` bytes at a time.
+
+With an AOF, a run of write commands is executed, then its records are
+written in one `write` before any reply to them is returned, and before any
+other command runs. If that write fails, the run's changes are taken back
+and each of its write commands answers `-MISCONF`; so does every write
+command after it (and PING, as in Redis) until the AOF can be written again.
 """
 
 from __future__ import annotations
 
 import functools
+import sys
+from itertools import islice
 from typing import Callable, Dict, List, Tuple, Union
 
-from .commands import ARITY, REDIS_VERSION, SYNTAX, Commands, Database, bulk, error, integer, text, wrong_arity
+from .commands import (
+    ARITY,
+    REDIS_VERSION,
+    SYNTAX,
+    WRITE_KEYS,
+    Commands,
+    Database,
+    bulk,
+    error,
+    integer,
+    text,
+    wrong_arity,
+)
 from .resp import Command, HiredisReader, Input, PureReader, make_reader, parse_int
 
 KEEP, CLOSE, SHUTDOWN = 0, 1, 2
@@ -25,17 +51,23 @@ class RedisProtocol:
 
     Commands that concern the connection (QUIT, HELLO, CLIENT, SELECT,
     SHUTDOWN) are methods here; the rest go to the shared `Commands` table
-    of the connection's RESP version.
+    of the connection's RESP version. `step` (bytes, or None for no bound):
+    see the module's notes. After a `CLOSE` verdict with no reply,
+    `close_reason` says why (the query buffer limit), for the log.
     """
 
     __slots__ = (
         "_aborted",
         "_aof",
+        "_backlog",
         "_commands",
         "_db",
+        "_next",
         "_queued",
         "_reader",
+        "_step",
         "_table",
+        "close_reason",
         "id",
         "lib_name",
         "lib_ver",
@@ -44,7 +76,9 @@ class RedisProtocol:
         "verdict",
     )
 
-    def __init__(self, db: Database, reader: Union[PureReader, HiredisReader] | None = None) -> None:
+    def __init__(
+        self, db: Database, reader: Union[PureReader, HiredisReader] | None = None, *, step: int | None = None
+    ) -> None:
         self._db = db
         self._aof = db.aof
         self._reader = reader if reader is not None else make_reader()
@@ -54,8 +88,13 @@ class RedisProtocol:
         #: The commands of an open MULTI, or None.
         self._queued: List[Tuple[Callable[[Command], bytes], Command]] | None = None
         self._aborted = False
+        self._step = step if step is not None else sys.maxsize
+        #: Commands parsed and not executed yet (from `_next` on), or None.
+        self._backlog: List[Command] | None = None
+        self._next = 0
         self.resp = 2
         self.verdict = KEEP
+        self.close_reason = ""
         self.name = b""
         self.lib_name = b""
         self.lib_ver = b""
@@ -68,33 +107,153 @@ class RedisProtocol:
         """Call once when the connection is gone."""
         self._db.clients -= 1
 
+    @property
+    def backlog(self) -> bool:
+        """Whether commands wait for the replies before them to be written (then call `resume`)."""
+        return self._backlog is not None
+
+    @property
+    def unparsed(self) -> int:
+        """Bytes received that belong to no complete command yet."""
+        return self._reader.pending
+
     def feed(self, data: Input) -> bytes:
-        """Execute the commands that `data` completes; return their replies."""
+        """Execute the commands that `data` completes (up to `step` bytes of replies); return their replies."""
         if self.verdict != KEEP:
             return b""  # closing: what a client sends after QUIT or an error is not read
         reader = self._reader
         commands = reader.feed(data)
+        if reader.pending > self._db.query_buffer_limit:
+            # As Redis: the client is closed at once, nothing it sent in this read runs, nothing is answered.
+            self.verdict = CLOSE
+            self.close_reason = f"qbuf={reader.pending}"
+            self._backlog = None
+            return b""
+        backlog = self._backlog
+        if backlog is not None:  # input while replies wait: it queues behind the commands already waiting
+            commands = backlog[self._next :] + commands
+        if self._aof is not None:
+            return self._run_logged(commands, 0)
+        return self._run(commands, 0)
+
+    def resume(self) -> bytes:
+        """Execute the next step of the waiting commands; return their replies."""
+        backlog = self._backlog
+        if backlog is None or self.verdict != KEEP:
+            return b""
+        if self._aof is not None:
+            return self._run_logged(backlog, self._next)
+        return self._run(backlog, self._next)
+
+    def _run(self, commands: List[Command], start: int) -> bytes:
+        """Execute `commands[start:]` until their replies pass the step: the hot path."""
         table = self._table
         out: List[bytes] = []
         append = out.append
-        for cmd in commands:
+        size = 0
+        step = self._step
+        for cmd in islice(commands, start, None) if start else commands:
             handler = table.get(cmd[0])
             if handler is not None:
-                append(handler(cmd))
-                continue
-            append(self._other(cmd))
-            if self.verdict != KEEP:
+                reply = handler(cmd)
+            else:
+                reply = self._other(cmd)
+                if self.verdict != KEEP:
+                    append(reply)
+                    break
+                table = self._table  # HELLO or MULTI may have switched it
+            append(reply)
+            size += len(reply)
+            if size > step:
                 break
-            table = self._table  # HELLO or MULTI may have switched it
-        else:
-            if reader.error is not None:
-                append(b"-ERR Protocol error: " + reader.error + b"\r\n")
-                self.verdict = CLOSE
-        aof = self._aof
-        if aof is not None and aof.pending:
-            # In the OS before the replies go out: what was acknowledged survives a crash.
-            aof.write()
+        self._settle(commands, start + len(out), out)
         return out[0] if len(out) == 1 else b"".join(out)
+
+    def _settle(self, commands: List[Command], done: int, out: List[bytes]) -> None:
+        """After a step: keep what is left to execute, or end with the protocol error that stopped the input."""
+        if self.verdict == KEEP and done < len(commands):
+            self._backlog = commands
+            self._next = done
+            return
+        self._backlog = None
+        if self.verdict == KEEP and self._reader.error is not None:
+            # Redis words these with the offending byte; a CR or LF there would end the line early.
+            reason = self._reader.error.replace(b"\r", b" ").replace(b"\n", b" ")
+            out.append(b"-ERR Protocol error: " + reason + b"\r\n")
+            self.verdict = CLOSE
+
+    def _run_logged(self, commands: List[Command], start: int) -> bytes:
+        """`_run` with an AOF: runs of write commands are journaled, then written before anything else."""
+        aof = self._aof
+        assert aof is not None
+        keyspace = self._db.keyspace
+        keyspace.journal = []
+        out: List[bytes] = []
+        append = out.append
+        size = 0
+        step = self._step
+        run = -1  # where in `out` the replies of the writes not yet in the AOF begin
+        try:
+            for cmd in islice(commands, start, None):
+                name = cmd[0]
+                keys = WRITE_KEYS.get(name)
+                if keys is None and not (name.islower() or name.isupper()):
+                    keys = WRITE_KEYS.get(name.upper())
+                queued = self._queued
+                if queued is not None:  # inside MULTI only EXEC changes anything
+                    keys = None
+                    if name.upper() == b"EXEC" and any(q[1][0].lower() in WRITE_KEYS for q in queued):
+                        keys = (0, 0, 0)  # EXEC journals its commands' keys itself
+                if keys is None:
+                    if run >= 0:
+                        self._commit(out, run)
+                        run = -1
+                    if aof.error is not None and queued is None and name.upper() == b"PING":
+                        reply = aof.misconf()  # as Redis: PING is refused too while writes are
+                    else:
+                        reply = self._execute(cmd)
+                elif aof.error is not None:
+                    if queued is not None:
+                        self._end_transaction()
+                    reply = aof.misconf()
+                else:
+                    if run < 0:
+                        run = len(out)
+                    first, last, every = keys
+                    if first:
+                        keyspace.save(cmd[first : (last + 1 if last > 0 else None) : every])
+                    reply = self._execute(cmd)
+                append(reply)
+                if self.verdict != KEEP:
+                    break
+                size += len(reply)
+                if size > step:
+                    break
+            if run >= 0:
+                self._commit(out, run)
+        finally:
+            keyspace.journal = None
+        self._settle(commands, start + len(out), out)
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def _execute(self, cmd: Command) -> bytes:
+        handler = self._table.get(cmd[0])
+        return handler(cmd) if handler is not None else self._other(cmd)
+
+    def _commit(self, out: List[bytes], run: int) -> None:
+        """Write the AOF records of the writes whose replies are `out[run:]`; if that fails, take them back."""
+        aof = self._aof
+        assert aof is not None
+        keyspace = self._db.keyspace
+        if aof.write():
+            if keyspace.journal:
+                keyspace.journal.clear()
+            return
+        keyspace.undo()
+        self._db.rebind()
+        refused = aof.misconf()
+        for i in range(run, len(out)):
+            out[i] = refused
 
     def _other(self, cmd: Command) -> bytes:
         """A command not found as spelt: the connection's own, or in another letter case, or unknown."""
@@ -211,6 +370,10 @@ class RedisProtocol:
         if (arity >= 0 and len(cmd) != arity) or len(cmd) < -arity:
             self._aborted = True
             return wrong_arity(lower)
+        aof = self._aof
+        if aof is not None and aof.error is not None and (name in WRITE_KEYS or name == b"PING"):
+            self._aborted = True  # as Redis: refused now, and EXEC then discards the transaction
+            return aof.misconf()
         queued.append((handler, cmd))
         return b"+QUEUED\r\n"
 
@@ -221,7 +384,22 @@ class RedisProtocol:
             return wrong_arity("exec")
         if aborted or queued is None:
             return b"-EXECABORT Transaction discarded because of previous errors.\r\n"
-        replies = [handler(args) for handler, args in queued]
+        aof = self._aof
+        if aof is None:
+            replies = [handler(args) for handler, args in queued]
+        else:
+            # Each write's keys journaled (a failed AOF write takes the whole transaction back),
+            # and its records kept between MULTI and EXEC: replayed whole or not at all.
+            save = self._db.keyspace.save
+            mark = aof.mark()
+            replies = []
+            for handler, args in queued:
+                keys = WRITE_KEYS.get(args[0].lower())
+                if keys is not None and keys[0]:
+                    first, last, every = keys
+                    save(args[first : (last + 1 if last > 0 else None) : every])
+                replies.append(handler(args))
+            aof.wrap_transaction(mark)
         return b"*%d\r\n" % len(replies) + b"".join(replies)
 
     def _end_transaction(self) -> None:

@@ -125,9 +125,23 @@ def split_inline(line: bytes) -> Command | None:
 class PureReader:
     """A RESP request reader in pure Python: the fast path on PyPy."""
 
-    __slots__ = ("_args", "_chunks", "_done", "_have", "_left", "_need", "_scan", "_tail", "error", "stopped")
+    __slots__ = (
+        "_args",
+        "_chunks",
+        "_done",
+        "_have",
+        "_left",
+        "_max_bulk",
+        "_need",
+        "_scan",
+        "_tail",
+        "error",
+        "stopped",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, max_bulk: int = MAX_BULK) -> None:
+        #: Redis's proto-max-bulk-len: a longer bulk string is refused from its header.
+        self._max_bulk = max_bulk
         #: The arguments of the array being read, or None between commands.
         self._args: Command | None = None
         #: How many arguments that array still lacks.
@@ -220,6 +234,7 @@ class PureReader:
         args = self._args
         left = self._left
         begun = -self._done  # where the unfinished array started, relative to buf
+        max_bulk = self._max_bulk
         need = 0  # set when a bulk string is cut short: bytes it needs from `pos`
         while pos < end:
             if args is None:
@@ -273,7 +288,7 @@ class PureReader:
                 n = small.get(buf[pos + 1 : nl])
                 if n is None:
                     n = parse_int(buf[pos + 1 : nl])
-                    if n is None or n < 0 or n > MAX_BULK:
+                    if n is None or n < 0 or n > max_bulk:
                         return self._fail(out, b"invalid bulk length")
                 start = nl + 2
                 stop = start + n
@@ -372,13 +387,18 @@ class HiredisReader:
     next packet that starts afresh goes to hiredis again.
     """
 
-    __slots__ = ("_pure", "_reader", "_small")
+    __slots__ = ("_max_bulk", "_pure", "_reader", "_small")
 
-    def __init__(self, small_packet: int = SMALL_PACKET) -> None:
-        """`small_packet`: packets shorter than this go to the pure reader."""
+    def __init__(self, small_packet: int = SMALL_PACKET, max_bulk: int = MAX_BULK) -> None:
+        """`small_packet`: packets shorter than this go to the pure reader; `max_bulk`: proto-max-bulk-len.
+
+        hiredis itself knows no limit, so a packet longer than `max_bulk`
+        (which might hold a whole bulk string over it) goes to the pure reader.
+        """
         if hiredis is None:
             raise RuntimeError("HiredisReader needs the hiredis package")
-        self._pure = PureReader()
+        self._pure = PureReader(max_bulk)
+        self._max_bulk = max_bulk
         self._reader = hiredis.Reader()
         self._small = small_packet
 
@@ -409,7 +429,14 @@ class HiredisReader:
             if rest < len(data) and pure.pending == 0 and pure.error is None:
                 finished.extend(self.feed(data[rest:]))
             return finished
-        if len(data) < self._small or pure.error is not None or data[:1] != b"*" or _huge_array(data) is not None:
+        n = len(data)
+        if (
+            n < self._small
+            or n > self._max_bulk
+            or pure.error is not None
+            or data[:1] != b"*"
+            or _huge_array(data) is not None
+        ):
             return pure.feed(data)
         reader = self._reader
         reader.feed(data)
@@ -449,8 +476,12 @@ _join = b"".join
 _RESP3_MARKS = (b"+", b"=", b"(", b">", b"%", b"~", b"|")
 
 
-def make_reader(pure: bool = False) -> Union[PureReader, HiredisReader]:
-    """The fastest reader available: hiredis-backed when it is installed, unless `pure`."""
+def make_reader(pure: bool = False, max_bulk: int = MAX_BULK) -> Union[PureReader, HiredisReader]:
+    """The fastest reader available: hiredis-backed when it is installed, unless `pure`.
+
+    `max_bulk` is Redis's proto-max-bulk-len: a longer bulk string is the
+    protocol error "invalid bulk length".
+    """
     if pure or hiredis is None:
-        return PureReader()
-    return HiredisReader()
+        return PureReader(max_bulk)
+    return HiredisReader(max_bulk=max_bulk)

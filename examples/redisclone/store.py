@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 import re
 import time
-from typing import Dict, List, Pattern, Tuple
+from typing import Any, Dict, Iterator, List, Pattern, Sequence, Tuple
 
 
 def now_ms() -> int:
@@ -22,14 +22,20 @@ class Keyspace:
     a heap of (deadline, key) entries; an entry whose key got another deadline
     since is stale and skipped, and the heap is rebuilt when stale entries
     outnumber live ones.
+
+    While `journal` is a list, `save` and `flush` record there what they
+    change, and `undo` puts it back: how a write command whose AOF record
+    could not be written is taken back.
     """
 
-    __slots__ = ("_heap", "data", "expires")
+    __slots__ = ("_heap", "data", "expires", "journal")
 
     def __init__(self) -> None:
         self.data: Dict[bytes, bytes] = {}
         self.expires: Dict[bytes, int] = {}
         self._heap: List[Tuple[int, bytes]] = []
+        #: What the writes since the last commit changed, newest last, or None when nothing is recorded.
+        self.journal: List[Tuple[Any, ...]] | None = None
 
     def __len__(self) -> int:
         return len(self.data)
@@ -72,10 +78,58 @@ class Keyspace:
         return self.expires.pop(key, None) is not None
 
     def flush(self) -> None:
-        """Remove every key."""
-        self.data.clear()
-        self.expires.clear()
-        self._heap.clear()
+        """Remove every key: new, empty tables (so the journal can keep the old ones at no cost)."""
+        if self.journal is not None:
+            self.journal.append((_FLUSHED, self.data, self.expires, self._heap))
+        self.data = {}
+        self.expires = {}
+        self._heap = []
+
+    def save(self, keys: Sequence[bytes]) -> None:
+        """Record in the journal what `keys` hold now (value and deadline), before a write changes them."""
+        journal = self.journal
+        if journal is not None:
+            data, expires = self.data, self.expires
+            for key in keys:
+                journal.append((key, data.get(key), expires.get(key)))
+
+    def undo(self) -> None:
+        """Put back what the journal recorded, newest first, and empty it."""
+        journal = self.journal
+        if not journal:
+            return
+        for entry in reversed(journal):
+            if entry[0] is _FLUSHED:
+                self.data, self.expires, self._heap = entry[1], entry[2], entry[3]
+                continue
+            key, value, when = entry
+            if value is None:
+                self.data.pop(key, None)
+                self.expires.pop(key, None)
+                continue
+            self.data[key] = value
+            if when is None:
+                self.expires.pop(key, None)
+            elif self.expires.get(key) != when:
+                self.expire_at(key, when)
+        journal.clear()
+
+    def records(self, batch: int = 64) -> Iterator[List[bytes]]:
+        """The live keys as commands that rebuild them: MSET for keys without a deadline, SET PXAT for the rest."""
+        now = now_ms()
+        expires = self.expires
+        plain: List[bytes] = [b"MSET"]
+        for key, value in self.data.items():
+            when = expires.get(key)
+            if when is None:
+                plain += (key, value)
+                if len(plain) > 2 * batch:
+                    yield plain
+                    plain = [b"MSET"]
+            elif when > now:
+                yield [b"SET", key, value, b"PXAT", b"%d" % when]
+        if len(plain) > 1:
+            yield plain
 
     def sweep(self, limit: int) -> int:
         """Delete keys whose deadline passed, at most `limit` heap entries looked at; returns how many."""
@@ -104,6 +158,9 @@ class Keyspace:
             return candidates
         return [k for k in candidates if expires.get(k, now + 1) > now]
 
+
+#: Marks a journal entry that holds the tables a FLUSHDB or FLUSHALL replaced.
+_FLUSHED = object()
 
 _glob_cache: Dict[bytes, Pattern[bytes]] = {}
 
