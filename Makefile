@@ -8,7 +8,7 @@ PYPY_VENV := .venv-pypy
 # Besides the default python3 and PyPy, the suite runs on the oldest and the newest CPython we support.
 OTHER_PYTHONS ?= 3.9 3.13
 
-.PHONY: test check lint typecheck pytest pytest-pypy pytest-versions package docs serve echo serve-http bench bench-redis bench-http bench-proxy bench-deps clean
+.PHONY: test check lint typecheck pytest pytest-pypy pytest-versions package docs fuzz serve echo serve-http bench bench-redis bench-http bench-proxy bench-deps clean
 
 test: lint typecheck pytest pytest-pypy pytest-versions package docs
 
@@ -54,6 +54,15 @@ package: $(VENV)/.installed
 	rm -rf dist
 	$(VENV)/bin/python -m build -q --outdir dist .
 	$(VENV)/bin/python tools/check_package.py dist
+
+# Coverage-guided fuzzing of the RESP readers and the HTTP parser, FUZZ_SECONDS (60) each.
+FUZZ_SECONDS ?= 60
+$(VENV)/.fuzz: $(VENV)/.installed
+	$(VENV)/bin/python -m pip install -q -e '.[fuzz]'
+	touch $@
+
+fuzz: $(VENV)/.fuzz
+	$(VENV)/bin/python fuzz/run.py --seconds $(FUZZ_SECONDS)
 
 # The reference documentation, warnings as errors.
 $(VENV)/.docs: $(VENV)/.installed
