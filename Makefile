@@ -8,7 +8,7 @@ PYPY_VENV := .venv-pypy
 # Besides the default python3 and PyPy, the suite runs on the oldest and the newest CPython we support.
 OTHER_PYTHONS ?= 3.9 3.13
 
-.PHONY: test check lint typecheck pytest pytest-pypy pytest-versions package docs fuzz serve echo serve-http bench bench-redis bench-http bench-proxy bench-deps clean
+.PHONY: test check lint typecheck pytest pytest-pypy pytest-versions package docs fuzz soak soak-quick serve echo serve-http bench bench-redis bench-http bench-proxy bench-deps clean
 
 test: lint typecheck pytest pytest-pypy pytest-versions package docs
 
@@ -63,6 +63,14 @@ $(VENV)/.fuzz: $(VENV)/.installed
 
 fuzz: $(VENV)/.fuzz
 	$(VENV)/bin/python fuzz/run.py --seconds $(FUZZ_SECONDS)
+
+# The soak: 10,000 careless and hostile clients against the Redis clone and the HTTP server
+# (docs/bench/soak.md); soak-quick is CI's short version (1,000 connections, 15 s each).
+soak: $(VENV)/.installed
+	$(VENV)/bin/python bench/soak.py
+
+soak-quick: $(VENV)/.installed
+	$(VENV)/bin/python bench/soak.py --quick
 
 # The reference documentation, warnings as errors.
 $(VENV)/.docs: $(VENV)/.installed
