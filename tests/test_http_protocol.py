@@ -5,6 +5,7 @@ read back by h11, an HTTP parser written by others.
 from __future__ import annotations
 
 import email.utils
+import math
 import os
 import socket
 import stat
@@ -13,8 +14,7 @@ from pathlib import Path
 
 import h11
 import pytest
-from minihttp import CHUNK, App, HTTPConnection
-from minihttp.protocol import LOW_WATER
+from minihttp import CHUNK, LOW_WATER, OUTPUT_BOUND, App, HTTPConnection, Timeouts, Wait, parse_time
 
 GET_PLAINTEXT = b"GET /plaintext HTTP/1.1\r\nHost: h\r\n\r\n"
 
@@ -313,3 +313,148 @@ def test_a_unix_socket_file_is_not_served(app: App) -> None:
         s.bind(path)
         assert stat.S_ISSOCK(os.stat(path).st_mode)
         assert one_reply(HTTPConnection(app).receive(b"GET /sock HTTP/1.1\r\nHost: h\r\n\r\n")).status == 404
+
+
+def test_pipelined_answers_are_made_in_bounded_steps(app: App) -> None:
+    data = big_file(app, "quarter.bin", CHUNK)  # sent whole, not streamed
+    http = HTTPConnection(app)
+    requests = b"GET /quarter.bin HTTP/1.1\r\nHost: h\r\n\r\n" * 200 + GET_PLAINTEXT
+    out = http.receive(requests)  # 200 requests, 50 MiB of answers
+    assert OUTPUT_BOUND <= len(out) < OUTPUT_BOUND + CHUNK + 1024
+    assert (http.busy, http.working, http.streaming) == (True, False, False)
+    assert http.receive(b"GET /json HTTP/1.1\r\nHost: h\r\n\r\n") == b""  # waits its turn
+    assert not http.wants_more(LOW_WATER)  # the transport still holds enough
+    steps = 1
+    while http.busy:
+        assert http.wants_more(LOW_WATER - 1)
+        assert not http.wants_more(0)  # asked once per step
+        piece = http.resume()
+        assert len(piece) < OUTPUT_BOUND + CHUNK + 1024
+        out += piece
+        steps += 1
+    assert steps == math.ceil(202 / 4)  # four answers a step, each a little over a quarter MiB
+    replies = read_replies(out, ["GET"] * 202)
+    assert all(r.body == data for r in replies[:200])
+    assert (replies[200].body, replies[201].status) == (b"Hello, World!", 200)
+    assert not http.closing and http.resume() == b""
+
+
+class Clock:
+    """A time-out schedule checked step by step, without waiting."""
+
+    def __init__(self, http: HTTPConnection) -> None:
+        self.http = http
+
+    def check(self, pending: int, wait: Wait, deadline: float) -> None:
+        assert self.http.deadline(pending) == (deadline, wait)
+
+
+TIMEOUTS = Timeouts(header=10, body=20, keepalive=30, send=40)
+
+
+@pytest.fixture
+def timed(tmp_path: Path) -> App:
+    root = tmp_path / "root"
+    root.mkdir()
+    return App(str(root), timeouts=TIMEOUTS)
+
+
+def test_a_new_connection_has_the_header_time_out_from_its_accept(timed: App) -> None:
+    http = HTTPConnection(timed, now=100.0)
+    assert http.deadline(0) == (110.0, Wait.HEADER)
+    http.receive(b"GET /plaintext HT", now=105.0)
+    http.receive(b"TP/1.1\r\nHo", now=109.0)
+    assert http.deadline(0) == (110.0, Wait.HEADER)  # bytes do not move it: the whole head is due
+    out = http.time_out(Wait.HEADER)
+    r = one_reply(out)
+    assert (r.status, r.headers["connection"]) == (408, "close")
+    assert b"did not arrive in full within 10 s" in r.body
+    assert http.closing and http.deadline(0) == (math.inf, Wait.NOTHING)
+
+
+def test_a_connection_that_sent_nothing_is_closed_without_an_answer(timed: App) -> None:
+    http = HTTPConnection(timed, now=100.0)
+    assert http.time_out(Wait.HEADER) == b""  # as nginx: nothing was asked, nothing is answered
+    assert http.closing
+
+
+def test_keep_alive_then_the_next_head(timed: App) -> None:
+    http = HTTPConnection(timed, now=100.0)
+    assert one_reply(http.receive(GET_PLAINTEXT, now=101.0)).status == 200
+    assert http.deadline(0) == (131.0, Wait.KEEPALIVE)
+    http.active = 101.5  # the transport: the response went out
+    assert http.deadline(0) == (131.5, Wait.KEEPALIVE)
+    assert http.receive(b"GET /json", now=120.0) == b""
+    assert http.deadline(0) == (130.0, Wait.HEADER)  # from the head's first byte
+    assert http.receive(b" HTTP/1.1\r\n", now=125.0) == b""
+    assert http.deadline(0) == (130.0, Wait.HEADER)
+    assert http.time_out(Wait.KEEPALIVE) == b""  # an idle connection is closed without an answer
+
+
+def test_the_head_after_a_pipelined_answer_starts_its_time_out_then(timed: App) -> None:
+    http = HTTPConnection(timed, now=100.0)
+    http.receive(b"GET /plaint", now=101.0)
+    http.receive(b"ext HTTP/1.1\r\nHost: h\r\n\r\nGET /json HTTP/1.1\r\n", now=108.0)
+    assert http.deadline(0) == (118.0, Wait.HEADER)
+
+
+def test_the_body_time_out_runs_between_two_reads(timed: App) -> None:
+    http = HTTPConnection(timed, now=100.0)
+    http.receive(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nab", now=101.0)
+    assert http.deadline(0) == (121.0, Wait.BODY)
+    http.receive(b"cd", now=115.0)
+    assert http.deadline(0) == (135.0, Wait.BODY)
+    r = one_reply(http.time_out(Wait.BODY))
+    assert (r.status, r.headers["connection"]) == (408, "close")
+    assert b"no more of the request body arrived within 20 s" in r.body
+
+
+def test_the_send_time_out_runs_while_output_is_pending(timed: App) -> None:
+    big_file(timed, "big.bin", 3 * CHUNK)
+    http = HTTPConnection(timed, now=100.0)
+    http.receive(b"GET /big.bin HTTP/1.1\r\nHost: h\r\n\r\n", now=101.0)
+    assert http.deadline(CHUNK) == (141.0, Wait.SEND)
+    http.active = 130.0  # the transport: the client took some
+    assert http.deadline(CHUNK) == (170.0, Wait.SEND)
+    assert http.deadline(0) == (170.0, Wait.SEND)  # a stream is under way even with nothing pending
+    http.resume(now=131.0)
+    assert http.time_out(Wait.SEND) == b""  # a client that does not read gets nothing more
+    assert http.closing and not http.streaming
+
+
+def test_a_listing_being_built_waits_for_nothing(timed: App) -> None:
+    folder = Path(timed.static.root, "many")
+    folder.mkdir()
+    for i in range(1500):
+        (folder / str(i)).write_bytes(b"")
+    http = HTTPConnection(App(timed.static.root, timeouts=TIMEOUTS, autoindex=True), now=100.0)
+    http.receive(b"GET /many/ HTTP/1.1\r\nHost: h\r\n\r\n", now=101.0)
+    assert (http.working, http.deadline(0)) == (True, (math.inf, Wait.NOTHING))
+    out = b""
+    while http.working:
+        assert http.deadline(0) == (math.inf, Wait.NOTHING)
+        out += http.resume(now=102.0)
+    assert http.deadline(len(out)) == (142.0, Wait.SEND)
+    assert http.deadline(0) == (132.0, Wait.KEEPALIVE)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("60", 60.0), ("60s", 60.0), ("500ms", 0.5), ("2m", 120.0), ("1h", 3600.0), ("0.25", 0.25), (" 1S ", 1.0)],
+)
+def test_times_are_read_as_nginx_writes_them(text: str, seconds: float) -> None:
+    assert parse_time(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "1x", "", "ms", "inf", "nan", "1e400"])
+def test_bad_times_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="time"):
+        parse_time(text)
+
+
+def test_timeouts_default_to_nginxs() -> None:
+    t = Timeouts()
+    assert (t.header, t.body, t.keepalive, t.send) == (60, 60, 75, 60)  # nginx 1.22's defaults
+    assert t.shortest == 60
+    with pytest.raises(ValueError, match="send time-out"):
+        Timeouts(send=0)

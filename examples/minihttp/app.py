@@ -12,6 +12,7 @@ import time
 from .parser import DEFAULT_MAX_BODY, ProtocolError, Request
 from .responses import build, connection_field, error, http_date
 from .static import Response, StaticFiles
+from .timeouts import Timeouts
 
 PLAINTEXT = b"Hello, World!"
 JSON = b'{"message":"Hello, World!"}'
@@ -24,13 +25,26 @@ _TEXT = b"Content-Type: text/plain; charset=utf-8\r\n"
 
 
 class App:
-    """What the server answers: `respond(request)` gives the response bytes
-    (or the first bytes and a `FileStream` for a large file).
+    """What the server answers, and the limits it holds clients to.
+
+    `respond(request)` gives the response bytes, or the first bytes and a
+    `FileStream` for a large file, or a job that builds a folder listing in
+    steps. `autoindex` and `dotfiles` go to `StaticFiles`; `timeouts` are
+    for `HTTPConnection`.
     """
 
-    def __init__(self, root: str = ".", max_body: int = DEFAULT_MAX_BODY) -> None:
-        self.static = StaticFiles(root)
+    def __init__(
+        self,
+        root: str,
+        max_body: int = DEFAULT_MAX_BODY,
+        *,
+        timeouts: Timeouts | None = None,
+        autoindex: bool = False,
+        dotfiles: bool = False,
+    ) -> None:
+        self.static = StaticFiles(root, autoindex=autoindex, dotfiles=dotfiles)
         self.max_body = max_body
+        self.timeouts = Timeouts() if timeouts is None else timeouts
         self.date = b""
         #: GET on a fixed route, HTTP/1.1, kept alive: the whole response, by target.
         self._fast: dict[bytes, bytes] = {}

@@ -255,6 +255,11 @@ class RequestParser:
         """Bytes fed but not yet parsed."""
         return len(self._buf) - self._pos
 
+    @property
+    def in_body(self) -> bool:
+        """Whether a head was parsed and its body (or a chunk of it, or its trailers) is not all in yet."""
+        return self._state != _HEAD and self._state != _BROKEN
+
     def feed(self, data: bytes | bytearray) -> None:
         """Add bytes that arrived on the connection."""
         if self._state == _BROKEN or not data:

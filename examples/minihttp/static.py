@@ -1,13 +1,23 @@
 """Static files under a root folder: safe path resolution, conditional and range
-requests, folder indexes, and large files streamed a chunk at a time.
+requests, folder listings, and large files streamed a chunk at a time.
 
 Safety: a request path is percent-decoded once, then split into segments; a
 `..` segment is refused outright (403) rather than normalised, and a NUL byte
-makes the path unknown (404). The joined path is then resolved with
-`realpath` and must still lie under the root's real path, so a symlink that
-points outside the root is not followed (404). Only regular files are
-opened (a FIFO or device would block the loop), with `O_NOFOLLOW` so a
-symlink swapped in after the check is not followed either.
+makes the path unknown (404). A segment starting with a dot (`.git`, `.env`)
+is refused (403) unless dot-files are allowed, and so is a path whose real
+path has one below the root (a symlink to a dot-file). The joined path is
+then resolved with `realpath` and must still lie under the root's real path,
+so a symlink that points outside the root is not followed (404). Only
+regular files are opened (a FIFO or device would block the loop), with
+`O_NOFOLLOW` so a symlink swapped in after the check is not followed either.
+
+A folder without `index.html` is listed only with `autoindex` (nginx's word;
+403 without). A listing is built `LISTING_SLICE` entries per step, so a huge
+folder does not stall the loop, and lists at most `MAX_LISTING` entries.
+
+Errors from the OS are answered as nginx does (404 for a missing file, 403
+for a refused one), except that a server out of descriptors or memory
+answers 503 (nginx: 500) and closes the connection, which frees one.
 
 Files are read on the loop's thread. That is fast for files in the page
 cache; a cold disk stalls every connection for the duration of one read.
@@ -15,12 +25,14 @@ cache; a cold disk stalls every connection for the duration of one read.
 
 from __future__ import annotations
 
+import errno
+import heapq
 import html
 import mimetypes
 import os
 import stat
 from email.utils import parsedate_to_datetime
-from typing import Tuple, Union
+from typing import Generator, List, Optional, Tuple, Union
 from urllib.parse import quote, unquote_to_bytes
 
 from .parser import Request
@@ -28,6 +40,10 @@ from .responses import SERVER, build, connection_field, http_date, status_line
 
 #: A file up to this size is sent whole; a larger one is streamed in pieces of this size.
 CHUNK = 256 * 1024
+#: A folder listing reads, and renders, this many entries per step.
+LISTING_SLICE = 1000
+#: A folder listing shows at most this many entries.
+MAX_LISTING = 100_000
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _TEXT = b"Content-Type: text/plain; charset=utf-8\r\n"
@@ -62,18 +78,31 @@ class FileStream:
             self._fd = -1
 
 
-#: A response: its bytes, or the first bytes and the stream that follows them.
-Response = Union[bytes, Tuple[bytes, FileStream]]
+#: Work done in steps: `next` does one step and gives `None`, or the response bytes once done.
+Job = Generator[Optional[bytes], None, None]
+#: A response: its bytes, the first bytes and the stream that follows them, or a `Job`.
+Response = Union[bytes, Tuple[bytes, FileStream], Job]
+
+#: Errors that say the server, not the file, is short of something: 503.
+_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+_MISSING = {errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP}
+_REFUSED = {errno.EACCES, errno.EPERM}
 
 
 class StaticFiles:
-    """Serves GET and HEAD for the files under `root`."""
+    """Serves GET and HEAD for the files under `root`.
 
-    def __init__(self, root: str) -> None:
+    `autoindex`: list a folder that has no `index.html` (else 403).
+    `dotfiles`: serve names starting with a dot (else 403, and listings leave them out).
+    """
+
+    def __init__(self, root: str, *, autoindex: bool = False, dotfiles: bool = False) -> None:
         self.root = os.path.realpath(root)
         if not os.path.isdir(self.root):
             raise NotADirectoryError(f"static root {root!r} is not a folder")
         self._prefix = self.root if self.root.endswith(os.sep) else self.root + os.sep
+        self.autoindex = autoindex
+        self.dotfiles = dotfiles
 
     def respond(self, req: Request, date: bytes) -> Response:
         """The response to `req`, whose target is a path under the root."""
@@ -93,17 +122,17 @@ class StaticFiles:
         segments = [s for s in os.fsdecode(raw).split("/") if s and s != "."]
         if ".." in segments:
             return _plain(403, req, date)
+        if not self.dotfiles and any(s[0] == "." for s in segments):
+            return _plain(403, req, date)
         real = os.path.realpath(os.path.join(self.root, *segments))
         if real != self.root and not real.startswith(self._prefix):
             return _plain(404, req, date)  # a symlink leads outside the root
+        if not self._allowed(real):
+            return _plain(403, req, date)  # a symlink leads to a dot-file
         try:
             st = os.stat(real)
-        except (FileNotFoundError, NotADirectoryError):
-            return _plain(404, req, date)
-        except PermissionError:
-            return _plain(403, req, date)
-        except OSError:
-            return _plain(404, req, date)
+        except OSError as err:
+            return _failed(err, req, date)
         if stat.S_ISDIR(st.st_mode):
             if not path.endswith(b"/"):
                 # Rebuilt from the segments: "//host/dir" must not become a link to another host.
@@ -111,20 +140,28 @@ class StaticFiles:
                 query = b"?" + query if query else b""
                 return _plain(301, req, date, b"Location: %s%s\r\n" % (location.encode("ascii"), query))
             index = os.path.join(real, "index.html")
-            if os.path.isfile(index) and os.path.realpath(index).startswith(self._prefix):
-                return self._file(req, date, os.path.realpath(index))
+            if os.path.isfile(index):
+                index = os.path.realpath(index)
+                if index.startswith(self._prefix) and self._allowed(index):
+                    return self._file(req, date, index)
+            if not self.autoindex:
+                return _plain(403, req, date)  # nginx's answer for a folder it may not list
             return self._listing(req, date, real, os.fsdecode(raw))
         if not stat.S_ISREG(st.st_mode):
             return _plain(404, req, date)
         return self._file(req, date, real)
 
+    def _allowed(self, real: str) -> bool:
+        """Whether `real`, a real path under the root, may be served: no dot-segment below the root."""
+        if self.dotfiles or real == self.root:
+            return True
+        return "/." not in "/" + real[len(self._prefix) :].replace(os.sep, "/")
+
     def _file(self, req: Request, date: bytes, real: str) -> Response:
         try:
             fd = os.open(real, _OPEN_FLAGS)
-        except PermissionError:
-            return _plain(403, req, date)
-        except OSError:
-            return _plain(404, req, date)
+        except OSError as err:
+            return _failed(err, req, date)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
@@ -168,25 +205,77 @@ class StaticFiles:
             if fd >= 0:
                 os.close(fd)
 
-    def _listing(self, req: Request, date: bytes, real: str, shown: str) -> Response:
+    def _listing(self, req: Request, date: bytes, real: str, shown: str) -> Job:
+        """The folder's listing, built in steps: `LISTING_SLICE` entries read, then
+        rendered, per step. Each slice is sorted as it is read and the slices
+        merged while rendering, so no step sorts the whole folder.
+        """
         try:
-            entries = sorted((e.name + "/" if e.is_dir() else e.name) for e in os.scandir(real))
-        except PermissionError:
-            return _plain(403, req, date)
-        except OSError:
-            return _plain(404, req, date)
+            entries = os.scandir(real)
+        except OSError as err:
+            yield _failed(err, req, date)
+            return
+        slices: List[List[str]] = []
+        count = 0
+        more = False
+        with entries:  # closed however the job ends, also when the connection closes mid-way
+            batch: List[str] = []
+            try:
+                for entry in entries:
+                    name = entry.name
+                    if name[0] == "." and not self.dotfiles:
+                        continue
+                    if count == MAX_LISTING:
+                        more = True
+                        break
+                    batch.append(name + "/" if _is_dir(entry) else name)
+                    count += 1
+                    if len(batch) == LISTING_SLICE:
+                        batch.sort()
+                        slices.append(batch)
+                        batch = []
+                        yield None
+            except OSError as err:
+                yield _failed(err, req, date)
+                return
+            batch.sort()
+            slices.append(batch)
         title = html.escape(_printable(shown))
         items = [] if real == self.root else ['<li><a href="../">../</a></li>']
-        for name in entries:
+        for i, name in enumerate(heapq.merge(*slices), 1):
             href = html.escape(quote(name, errors="surrogateescape"))
             items.append(f'<li><a href="{href}">{html.escape(_printable(name))}</a></li>')
+            if i % LISTING_SLICE == 0:
+                yield None
+        cut = f"<p>Only the first {MAX_LISTING:,} entries are listed.</p>\n" if more else ""
         page = (
             f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>Index of {title}</title></head>\n'
-            f"<body><h1>Index of {title}</h1>\n<ul>\n" + "\n".join(items) + "\n</ul></body></html>\n"
+            f"<body><h1>Index of {title}</h1>\n<ul>\n" + "\n".join(items) + f"\n</ul>\n{cut}</body></html>\n"
         ).encode("utf-8")
         if req.method == b"HEAD":
-            return build(200, date, _HTML, b"", connection_field(req), length=len(page))
-        return build(200, date, _HTML, page, connection_field(req))
+            yield build(200, date, _HTML, b"", connection_field(req), length=len(page))
+        else:
+            yield build(200, date, _HTML, page, connection_field(req))
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _failed(err: OSError, req: Request, date: bytes) -> bytes:
+    """The answer when the OS refused to stat, open or list a path."""
+    if err.errno in _MISSING:
+        return _plain(404, req, date)
+    if err.errno in _REFUSED:
+        return _plain(403, req, date)
+    req.keep_alive = False
+    if err.errno in _EXHAUSTED:
+        # Out of descriptors or memory: the file is there, the server cannot serve it now.
+        return _plain(503, req, date, b"Retry-After: 1\r\n")
+    return _plain(500, req, date)
 
 
 def _printable(name: str) -> str:
