@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import select
@@ -539,3 +540,57 @@ def test_close_after_write_eof_closes_without_waiting_for_the_peer(
         # The peer never closed its side: the close did not wait for it.
         assert ev.next_closed() == (conn.id, None)
         assert conn.close() is False
+
+
+@pytest.mark.parametrize("where", ["loop", "thread"])
+def test_abort_drops_pending_output_and_closes_at_once(start_server: Start, backend: str, where: str) -> None:
+    """A peer that reads nothing: close() would wait for it (the closing time-out); abort() does not."""
+    blob = b"a" * (8 * MiB)
+
+    class Flood(Handles):
+        def data(self, conn: evio.Conn, data: Data) -> evio.DataResult:
+            if where == "loop":
+                assert conn.write(blob)
+                conn.server.after(0.05, conn.abort)
+            return blob if where == "thread" else None
+
+    ev = Flood()
+    st = start_server(ev, local(backend))
+    c, conn = pair(st, ev, rcvbuf=SMALL_WINDOW)
+    with c:
+        c.sendall(b"go")
+        wait_for(lambda: conn.pending > 0, "output pending behind a reader that waits")
+        if where == "thread":
+            assert conn.abort()
+        began = time.monotonic()
+        assert ev.next_closed() == (conn.id, None)
+        assert time.monotonic() - began < 5.0, "at once, not after the 30 s closing time-out"
+        assert conn.abort() is False
+        assert conn.write(b"x") is False
+        c.settimeout(WAIT)
+        got = 0
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := c.recv(1 << 20):
+                got += len(chunk)
+        assert got < 2 * len(blob), "what was pending was dropped"
+
+
+def test_abort_of_a_dial_under_way(start_server: Start, backend: str) -> None:
+    ev = Handles()
+    st = start_server(ev, local(backend))
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(0)
+    fillers = [socket.socket() for _ in range(4)]
+    try:
+        for f in fillers:  # a backlog that is full: the dial's connect stays pending
+            f.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                f.connect(holder.getsockname())
+        conn = st.server.dial(f"tcp://127.0.0.1:{holder.getsockname()[1]}", timeout=5.0)
+        assert conn.abort()
+        assert ev.next_closed() == (conn.id, None)
+    finally:
+        holder.close()
+        for f in fillers:
+            f.close()

@@ -167,6 +167,22 @@ class Conn:
         """
         return self._request(Trigger.CLOSE, self._loop.close)
 
+    def abort(self) -> bool:
+        """Close at once, dropping what is pending (asyncio's name): for a peer that will not read.
+
+        `closed(conn, None)` fires once the running event returns. Unread input
+        makes the kernel send a reset. Returns `False` when the connection is
+        already closed or detached.
+        """
+        if self._state is State.GONE or self._state is State.DETACHING:
+            return False
+        loop = self._loop
+        if loop.on_loop():
+            loop.abort(self)
+            return True
+        self._shut = self._close_posted = True
+        return loop.post(loop.abort, self, None)
+
     def write_eof(self) -> bool:
         """Once pending output is written, shut down the write side: the peer reads end of input.
 

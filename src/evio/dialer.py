@@ -208,10 +208,14 @@ class Dialer:
         c._dial = None
         self._dialing.pop(c.id, None)
 
-    def _fail(self, c: Conn, err: OSError) -> None:
+    def _fail(self, c: Conn, err: OSError | None) -> None:
         self._drop_socket(c)
         self._finish(c)
         self._loop.dial_failed(c, err)
+
+    def cancel(self, c: Conn) -> None:
+        """`Conn.abort()` of a dial under way: it stops, and `closed(conn, None)` fires."""
+        self._fail(c, None)
 
     def abort_all(self) -> None:
         """The loop is shutting down: every dial still under way fails."""

@@ -628,6 +628,12 @@ class Loop:
         if self._move(c, Trigger.CLOSE):
             self._deferred.append((self._settle, c))
 
+    def abort(self, c: Conn, _: object = None) -> None:
+        if c._dial is not None:
+            self.dialer.cancel(c)
+        elif c._state is not DETACHING:
+            self._close(c, None)
+
     def write_eof(self, c: Conn, _: object = None) -> None:
         if self._move(c, Trigger.WRITE_EOF):
             self._deferred.append((self._settle, c))
@@ -705,7 +711,7 @@ class Loop:
             self._flush(c)  # what was written before the connection was up, then what opened returned
         self._settle(c)
 
-    def dial_failed(self, c: Conn, err: BaseException) -> None:
+    def dial_failed(self, c: Conn, err: BaseException | None) -> None:
         """A dial could not be made: `closed(conn, err)` fires; `opened` never did."""
         self._move(c, Trigger.END)
         c._out = None
