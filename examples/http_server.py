@@ -29,6 +29,7 @@ from typing import Sequence, Union
 from minihttp import App, HTTPConnection, Timeouts, parse_time
 from minihttp.parser import DEFAULT_MAX_BODY
 from minihttp.responses import seconds_to_next_second
+from minihttp.timeouts import Wait
 
 import evio
 
@@ -106,6 +107,9 @@ class HTTPServer(evio.Events):
         if now < deadline:
             delay = min(deadline, now + self._recheck) - now
             http.timer = conn.server.after(delay, functools.partial(self._check, conn))
+            return
+        if wait is Wait.SEND:
+            conn.abort()  # it takes nothing: what is pending for it goes too, as nginx drops it
             return
         out = http.time_out(wait)
         if out:

@@ -137,7 +137,16 @@ def _request_line_error(line: bytes) -> ProtocolError:
 
 
 def _head_error(head: bytes) -> ProtocolError:
-    """Why `head`, which the fast pattern refused, is not a request head."""
+    """Why `head`, which the fast pattern refused, is not a request head.
+
+    A bare LF comes first, as it does while a head is still arriving
+    (`_head_incomplete`): the verdict must not depend on how the head was cut.
+    """
+    bare = head.find(b"\n")
+    while bare >= 0:
+        if bare == 0 or head[bare - 1] != 13:
+            return ProtocolError(400, f"bare LF at byte {bare} of the request head; lines must end in CRLF")
+        bare = head.find(b"\n", bare + 1)
     lines = head.split(b"\r\n")
     if _REQUEST_LINE(lines[0]) is None:
         return _request_line_error(lines[0])
