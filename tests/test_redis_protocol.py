@@ -487,7 +487,7 @@ def test_aof_everysec_fsyncs_on_its_own_thread_and_stops_with_close(
     assert synced == []  # the write returned without an fsync on the caller's thread
     assert fsynced.wait(WAIT)
     assert synced[0] == "aof-fsync"
-    thread = aof._thread
+    thread = aof._fsync_thread
     assert thread is not None
     aof.close()
     assert not thread.is_alive()
@@ -499,7 +499,7 @@ def test_aof_always_fsyncs_before_write_returns(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd))
     aof = AppendOnlyFile(str(tmp_path / "a.aof"), fsync="always")
     aof.load(lambda cmd: None)
-    assert aof._thread is None
+    assert aof._fsync_thread is None
     aof.log([b"SET", b"a", b"1"])
     assert aof.write() and len(synced) == 1
     aof.close()

@@ -38,8 +38,10 @@ NOT_INT = b"-ERR value is not an integer or out of range\r\n"
 SYNTAX = b"-ERR syntax error\r\n"
 OVERFLOW = b"-ERR increment or decrement would overflow\r\n"
 _INT_MAX = 2**63 - 1
+CRLF = b"\r\n"
 _INTS = [b":%d\r\n" % i for i in range(-2, 1024)]
-_BULK_HEADS = [b"$%d\r\n" % i for i in range(1024)]
+#: The header of a bulk string of each length below 1024.
+BULK_HEADS = [b"$%d\r\n" % i for i in range(1024)]
 
 
 def integer(n: int) -> bytes:
@@ -48,9 +50,9 @@ def integer(n: int) -> bytes:
 
 
 def bulk(value: bytes) -> bytes:
-    """A bulk string reply."""
+    """A bulk string reply (joined: a large value is copied once)."""
     n = len(value)
-    return (_BULK_HEADS[n] if n < 1024 else b"$%d\r\n" % n) + value + b"\r\n"
+    return b"".join((BULK_HEADS[n] if n < 1024 else b"$%d\r\n" % n, value, CRLF))
 
 
 def error(message: str) -> bytes:
@@ -369,8 +371,7 @@ class Commands:
             return self.null
         if self._expires and key in self._expires and not self.keyspace.alive(key):
             return self.null
-        n = len(value)
-        return (_BULK_HEADS[n] if n < 1024 else b"$%d\r\n" % n) + value + b"\r\n"
+        return bulk(value)
 
     def cmd_set(self, args: Command) -> bytes:
         if len(args) != 3:
@@ -559,7 +560,11 @@ class Commands:
         parts = [b"*%d\r\n" % (len(args) - 1)]
         for key in args[1:]:
             value = get(key)
-            parts.append(null if value is None else bulk(value))
+            if value is None:
+                parts.append(null)
+            else:
+                n = len(value)
+                parts += (BULK_HEADS[n] if n < 1024 else b"$%d\r\n" % n, value, CRLF)
         return b"".join(parts)
 
     def cmd_type(self, args: Command) -> bytes:

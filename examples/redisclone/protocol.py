@@ -25,10 +25,13 @@ from __future__ import annotations
 import functools
 import sys
 from itertools import islice
-from typing import Callable, Dict, List, Tuple, Union
+from typing import Any, Callable, Dict, List, Tuple, Union
 
 from .commands import (
     ARITY,
+    BULK_HEADS,
+    CRLF,
+    PONG,
     REDIS_VERSION,
     SYNTAX,
     WRITE_KEYS,
@@ -146,14 +149,64 @@ class RedisProtocol:
         return self._run(backlog, self._next)
 
     def _run(self, commands: List[Command], start: int) -> bytes:
-        """Execute `commands[start:]` until their replies pass the step: the hot path."""
+        """Execute `commands[start:]` until their replies pass the step: the hot path.
+
+        GET, SET and PING, spelt in upper or lower case, run right here: their
+        names are compared, not hashed, and no handler is called. A GET's
+        reply goes out as its parts (header, the value itself, CRLF), joined
+        once with every other reply: a value is copied once on its way out.
+        Anything else is looked up in the table; after it, what it may have
+        changed (the tables of the keyspace, the RESP version, MULTI) is read
+        again.
+        """
         table = self._table
+        keyspace = self._db.keyspace
+        data = keyspace.data
+        expires = keyspace.expires
+        null = self._commands.null
+        fast = self._queued is None  # inside MULTI every command is queued
         out: List[bytes] = []
         append = out.append
         size = 0
+        done = start
         step = self._step
         for cmd in islice(commands, start, None) if start else commands:
-            handler = table.get(cmd[0])
+            done += 1
+            name = cmd[0]
+            n = len(cmd)
+            if fast:
+                if n == 3 and (name == b"SET" or name == b"set"):
+                    key = cmd[1]
+                    data[key] = cmd[2]
+                    if expires and key in expires:
+                        del expires[key]
+                    append(OK)
+                    size += 5
+                    if size > step:
+                        break
+                    continue
+                if n == 2 and (name == b"GET" or name == b"get"):
+                    key = cmd[1]
+                    value = data.get(key)
+                    if value is None or (expires and key in expires and not keyspace.alive(key)):
+                        append(null)
+                        size += 5
+                    else:
+                        m = len(value)
+                        append(BULK_HEADS[m] if m < 1024 else b"$%d\r\n" % m)
+                        append(value)
+                        append(CRLF)
+                        size += m + 5
+                    if size > step:
+                        break
+                    continue
+                if n == 1 and (name == b"PING" or name == b"ping"):
+                    append(PONG)
+                    size += 7
+                    if size > step:
+                        break
+                    continue
+            handler = table.get(name)
             if handler is not None:
                 reply = handler(cmd)
             else:
@@ -162,11 +215,15 @@ class RedisProtocol:
                     append(reply)
                     break
                 table = self._table  # HELLO or MULTI may have switched it
+                null = self._commands.null
+                fast = self._queued is None
+            data = keyspace.data  # FLUSHDB and FLUSHALL replace the tables
+            expires = keyspace.expires
             append(reply)
             size += len(reply)
             if size > step:
                 break
-        self._settle(commands, start + len(out), out)
+        self._settle(commands, done, out)
         return out[0] if len(out) == 1 else b"".join(out)
 
     def _settle(self, commands: List[Command], done: int, out: List[bytes]) -> None:
@@ -187,15 +244,35 @@ class RedisProtocol:
         aof = self._aof
         assert aof is not None
         keyspace = self._db.keyspace
-        keyspace.journal = []
+        journal: List[Tuple[Any, ...]] = []
+        keyspace.journal = journal
         out: List[bytes] = []
         append = out.append
         size = 0
         step = self._step
         run = -1  # where in `out` the replies of the writes not yet in the AOF begin
+        done = start
+        data = keyspace.data
+        expires = keyspace.expires
         try:
             for cmd in islice(commands, start, None):
+                done += 1
                 name = cmd[0]
+                if len(cmd) == 3 and (name == b"SET" or name == b"set") and self._queued is None and aof.error is None:
+                    # SET without options, as `Commands.cmd_set` does it, journaled and logged.
+                    if run < 0:
+                        run = len(out)
+                    key = cmd[1]
+                    journal.append((key, data.get(key), expires.get(key)))
+                    data[key] = cmd[2]
+                    if expires and key in expires:
+                        del expires[key]
+                    aof.log_set(name, key, cmd[2])
+                    append(OK)
+                    size += 5
+                    if size > step:
+                        break
+                    continue
                 keys = WRITE_KEYS.get(name)
                 if keys is None and not (name.islower() or name.isupper()):
                     keys = WRITE_KEYS.get(name.upper())
@@ -223,6 +300,8 @@ class RedisProtocol:
                     if first:
                         keyspace.save(cmd[first : (last + 1 if last > 0 else None) : every])
                     reply = self._execute(cmd)
+                data = keyspace.data  # FLUSHDB and FLUSHALL replace the tables
+                expires = keyspace.expires
                 append(reply)
                 if self.verdict != KEEP:
                     break
@@ -233,7 +312,7 @@ class RedisProtocol:
                 self._commit(out, run)
         finally:
             keyspace.journal = None
-        self._settle(commands, start + len(out), out)
+        self._settle(commands, done, out)
         return out[0] if len(out) == 1 else b"".join(out)
 
     def _execute(self, cmd: Command) -> bytes:

@@ -7,27 +7,33 @@ as Redis accepts them. After malformed input, `error` holds the Redis wording
 of the protocol error (`b"invalid bulk length"`); the commands before it are
 still handed back, and the reader takes nothing more.
 
-`PureReader` never rescans: it keeps the unparsed tail with what it has
-learnt about it (the arguments read so far, the bytes a bulk string still
-needs, how far a line was searched), so a 100 MB value arriving in 64 KB
-packets costs one join, not one copy per packet. `HiredisReader` hands whole
-packets to hiredis's C parser and falls back to `PureReader` for what hiredis
-does not judge the way Redis does (inline commands, limits, error wording).
+`PureReader` parses each packet where it lies and keeps only what is
+unfinished (a cut line, or the pieces of a cut bulk string), so a 100 MB value
+arriving in 64 KB packets is copied once, into its own bytes. `HiredisReader`
+hands whole packets to hiredis's C parser, checks with one look per element
+that hiredis read what Redis would, and falls back to `PureReader` for what
+hiredis does not judge the way Redis does (inline commands, limits, error
+wording, RESP3 types).
 """
 
 from __future__ import annotations
 
-import re
-from itertools import chain
-from typing import List, Union
+import importlib
+from typing import Any, List, Union
 
-try:
-    import hiredis
-except ImportError:  # PyPy, or hiredis not installed: PureReader is the parser
-    hiredis = None  # type: ignore[assignment]
+
+def _load_hiredis() -> Any:
+    try:
+        return importlib.import_module("hiredis")
+    except ImportError:  # PyPy, or hiredis not installed: PureReader is the parser
+        return None
+
+
+_hiredis: Any = _load_hiredis()
+_HiredisReader: Any = _hiredis.Reader if _hiredis is not None else None
 
 #: Whether `HiredisReader` can be used here.
-HAVE_HIREDIS = hiredis is not None
+HAVE_HIREDIS = _hiredis is not None
 
 Command = List[bytes]
 Input = Union[bytes, bytearray, memoryview]
@@ -123,18 +129,25 @@ def split_inline(line: bytes) -> Command | None:
 
 
 class PureReader:
-    """A RESP request reader in pure Python: the fast path on PyPy."""
+    """A RESP request reader in pure Python: the fast path on PyPy.
+
+    It never rescans and never copies a packet whole: it parses each packet
+    where it lies, and keeps of it only what is unfinished. A line cut between
+    packets (a header, an inline command) is kept and completed with the first
+    line end of the next packet; a bulk string cut between packets is kept as
+    the pieces that came, joined once it is whole, so a 100 MB value arriving
+    in 64 KB packets is copied once into its own bytes and never again.
+    """
 
     __slots__ = (
         "_args",
-        "_chunks",
+        "_crlf",
         "_done",
-        "_have",
         "_left",
         "_max_bulk",
-        "_need",
-        "_scan",
+        "_parts",
         "_tail",
+        "_vleft",
         "error",
         "stopped",
     )
@@ -146,18 +159,15 @@ class PureReader:
         self._args: Command | None = None
         #: How many arguments that array still lacks.
         self._left = 0
-        #: Bytes of that array parsed already (its header and whole arguments).
+        #: Bytes of that array taken so far: its header, whole arguments, and the bulk string being received.
         self._done = 0
-        #: Bytes received and not parsed yet.
+        #: An unfinished line (a header, or an inline command), from the packets that brought it.
         self._tail = b""
-        #: Packets received while a bulk string is incomplete, joined once it is whole.
-        self._chunks: List[bytes] = []
-        #: len(_tail) plus the length of every chunk.
-        self._have = 0
-        #: How many bytes must be held before parsing can go on; 0 while a line end is awaited.
-        self._need = 0
-        #: How much of `_tail` was searched for a line end already.
-        self._scan = 0
+        #: The pieces of a bulk string cut between packets, or None.
+        self._parts: List[bytes] | None = None
+        #: Bytes of that bulk string still missing, and of the CRLF after it.
+        self._vleft = 0
+        self._crlf = 0
         #: The protocol error, once there was one.
         self.error: bytes | None = None
         #: After `feed(data, until_idle=True)`: the offset in `data` where parsing stopped.
@@ -166,76 +176,146 @@ class PureReader:
     @property
     def busy(self) -> bool:
         """Whether a command was begun and not finished."""
-        return self._have > 0 or self._args is not None
+        return self._args is not None or len(self._tail) > 0
 
     @property
     def pending(self) -> int:
         """Bytes received that belong to no complete command yet."""
-        return self._have + self._done
+        return self._done + len(self._tail)
 
-    def feed(self, data: Input, until_idle: bool = False) -> List[Command]:
-        """Take `data` and return the commands it completes, in order.
+    def feed(self, data: Input, until_idle: bool = False, start: int = 0) -> List[Command]:
+        """Take `data[start:]` and return the commands it completes, in order.
 
         With `until_idle`, stop at the first command boundary after the
         unfinished command: `stopped` tells where, and the rest of `data` is
         left to the caller.
         """
         self.stopped = len(data)
-        if self.error is not None or not data:
+        if self.error is not None or start >= len(data):
             return []
         if type(data) is not bytes:
             data = bytes(data)
-        if not self._have:
-            return self._parse(data, 0, until_idle)
-        if self._need:
-            self._chunks.append(data)
-            self._have += len(data)
-            if self._have < self._need:
-                return []
-            buf = b"".join([self._tail, *self._chunks])
-        else:
-            buf = self._tail + data
-            if buf.find(b"\n", self._scan) < 0:
-                return self._wait_line(buf)
-        self._chunks = []
-        return self._parse(buf, len(buf) - len(data), until_idle)
+        out: List[Command] = []
+        pos = start
+        if self._parts is not None:
+            pos = self._take_bulk(data, pos)
+            if pos < 0:
+                return out  # all of `data` was more of the bulk string
+            if not self._left:
+                self._end_command(out)
+                if until_idle:
+                    self.stopped = pos
+                    return out
+        elif self._tail:
+            pos = self._finish_line(data, pos, out)
+            if pos < 0:
+                return out  # no line end yet, or an error
+            if self._in_bulk():  # the line was a bulk string's header: its data follows
+                pos = self._take_bulk(data, pos)
+                if pos < 0:
+                    return out
+                if not self._left:
+                    self._end_command(out)
+            if until_idle and self._args is None and not self._tail:
+                self.stopped = pos
+                return out
+        if pos < len(data):
+            self._parse(data, pos, out, until_idle)
+        return out
 
-    def _wait_line(self, buf: bytes) -> List[Command]:
-        """Keep `buf`, which holds no line end, unless it is already longer than Redis allows."""
-        if len(buf) > MAX_LINE:
+    def _in_bulk(self) -> bool:
+        return self._parts is not None
+
+    def _end_command(self, out: List[Command]) -> None:
+        args = self._args
+        assert args is not None
+        out.append(args)
+        self._args = None
+        self._done = 0
+
+    def _take_bulk(self, data: bytes, pos: int) -> int:
+        """More of the bulk string being received, from `data[pos:]`: where it ended in `data`, or -1 if it goes on."""
+        parts = self._parts
+        assert parts is not None
+        end = len(data)
+        vleft = self._vleft
+        if vleft and pos < end:
+            take = min(vleft, end - pos)
+            parts.append(data if take == end else data[pos : pos + take])
+            vleft -= take
+            pos += take
+            self._vleft = vleft
+            self._done += take
+        if not vleft and pos < end:
+            skip = min(self._crlf, end - pos)  # like Redis, the two bytes after the data are taken unchecked
+            self._crlf -= skip
+            self._done += skip
+            pos += skip
+        if vleft or self._crlf:
+            return -1
+        args = self._args
+        assert args is not None
+        args.append(parts[0] if len(parts) == 1 else b"".join(parts))
+        self._parts = None
+        self._left -= 1
+        return pos
+
+    def _finish_line(self, data: bytes, pos: int, out: List[Command]) -> int:
+        """Complete the line kept from earlier packets with `data[pos:]` and parse it; returns where it ended.
+
+        -1 when `data` holds no line end either (the line is kept, unless it
+        grew past what Redis allows) or the line was an error.
+        """
+        tail = self._tail
+        if self._args is not None or tail[0] == 42:  # an array or bulk header: ends with CRLF
+            if tail[-1] == 13 and data[pos] == 10:
+                stop = pos + 1
+            else:
+                nl = data.find(b"\r\n", pos)
+                stop = nl + 2 if nl >= 0 else -1
+        else:  # an inline command: ends with LF
+            nl = data.find(b"\n", pos)
+            stop = nl + 1 if nl >= 0 else -1
+        if stop < 0:
+            self._tail = b""
+            self._keep_line(tail + data[pos:] if pos else tail + data, out)
+            return -1
+        self._tail = b""
+        line = tail + data[pos:stop]
+        self._parse(line, 0, out, False)
+        if self.error is not None:
+            return -1
+        return stop
+
+    def _keep_line(self, line: bytes, out: List[Command]) -> None:
+        """Keep `line`, which holds no line end, unless it is already longer than Redis allows."""
+        if len(line) > MAX_LINE:
             if self._args is not None:
                 what = b"too big bulk count string"
-            elif buf[0] == 42:
+            elif line[0] == 42:
                 what = b"too big mbulk count string"
             else:
                 what = b"too big inline request"
-            return self._fail([], what)
-        self._tail = buf
-        self._have = len(buf)
-        self._need = 0
-        self._scan = len(buf)
-        return []
+            self._fail(what)
+            return
+        self._tail = line
 
-    def _fail(self, out: List[Command], what: bytes) -> List[Command]:
+    def _fail(self, what: bytes) -> None:
         self.error = what
         self._args = None
         self._tail = b""
-        self._chunks = []
-        self._have = self._need = self._left = self._done = 0
-        return out
+        self._parts = None
+        self._left = self._done = self._vleft = self._crlf = 0
 
-    def _parse(self, buf: bytes, fed_at: int, until_idle: bool) -> List[Command]:
-        """Parse `buf`, whose bytes from `fed_at` on are the new packet."""
-        out: List[Command] = []
+    def _parse(self, buf: bytes, pos: int, out: List[Command], until_idle: bool) -> None:
+        """Parse `buf[pos:]`: commands go to `out`, what is unfinished stays in the reader."""
         small = _SMALL
         find = buf.find
         end = len(buf)
-        pos = 0
         args = self._args
         left = self._left
-        begun = -self._done  # where the unfinished array started, relative to buf
+        begun = pos - self._done  # where the unfinished array started, relative to buf
         max_bulk = self._max_bulk
-        need = 0  # set when a bulk string is cut short: bytes it needs from `pos`
         while pos < end:
             if args is None:
                 if buf[pos] == 42:  # '*': an array of bulk strings
@@ -246,10 +326,13 @@ class PureReader:
                     if count is None:
                         count = parse_int(buf[pos + 1 : nl])
                         if count is None or count > MAX_ARGS:
-                            return self._fail(out, b"invalid multibulk length")
+                            self._fail(b"invalid multibulk length")
+                            return
                     begun = pos
                     pos = nl + 2
                     if count <= 0:
+                        if until_idle:
+                            break
                         continue  # Redis skips empty and null arrays
                     args = []
                     left = count
@@ -270,7 +353,8 @@ class PureReader:
                         break
                     argv = split_inline(buf[pos:nl])
                     if argv is None:
-                        return self._fail(out, b"unbalanced quotes in request")
+                        self._fail(b"unbalanced quotes in request")
+                        return
                     pos = nl + 1
                     if argv:
                         out.append(argv)
@@ -281,7 +365,8 @@ class PureReader:
                 if pos >= end:
                     break
                 if buf[pos] != 36:  # '$'
-                    return self._fail(out, b"expected '$', got '" + buf[pos : pos + 1] + b"'")
+                    self._fail(b"expected '$', got '" + buf[pos : pos + 1] + b"'")
+                    return
                 nl = find(b"\r\n", pos)
                 if nl < 0:
                     break
@@ -289,12 +374,25 @@ class PureReader:
                 if n is None:
                     n = parse_int(buf[pos + 1 : nl])
                     if n is None or n < 0 or n > max_bulk:
-                        return self._fail(out, b"invalid bulk length")
+                        self._fail(b"invalid bulk length")
+                        return
                 start = nl + 2
                 stop = start + n
                 if stop + 2 > end:
-                    need = stop + 2 - pos
-                    break
+                    # The bulk string goes on in the next packets: keep what came of it, uncopied if it is all.
+                    if stop <= end:
+                        first = buf[start:stop]
+                        self._vleft = 0
+                        self._crlf = stop + 2 - end
+                    else:
+                        first = buf[start:]
+                        self._vleft = stop - end
+                        self._crlf = 2
+                    self._parts = [first] if first else []
+                    self._args = args
+                    self._left = left
+                    self._done = end - begun
+                    return
                 # Like Redis, the two bytes after the data are taken to be CRLF unchecked.
                 args.append(buf[start:stop])
                 pos = stop + 2
@@ -308,83 +406,101 @@ class PureReader:
         self._args = args
         self._left = left
         self._done = pos - begun if args is not None else 0
-        if until_idle and args is None and pos >= fed_at:
-            self.stopped = pos - fed_at
-            self._tail = b""
-            self._have = self._need = 0
-            return out
-        if pos >= end:
-            self._tail = b""
-            self._have = self._need = 0
-            return out
-        tail = buf[pos:] if pos else buf
-        if need:
-            self._tail = tail
-            self._have = len(tail)
-            self._need = need
-            return out
-        self._wait_line(tail)
-        return out
+        if until_idle and args is None:
+            self.stopped = pos
+        if pos < end:
+            if until_idle and args is None:
+                return  # the rest is the caller's
+            self._keep_line(buf[pos:] if pos else buf, out)
 
 
-# Decimal digits of every number below 65536, for `_encoded_size`: indexing in C beats str().
-_DIGITS = bytes(len(str(i)) for i in range(1 << 16))
+def _canonical_end(commands: List[Command], data: bytes, start: int) -> int:
+    """Where `commands` end in `data` if `data[start:]` spells them as RESP arrays of bulk strings, else -1.
 
-
-def _encoded_size(commands: List[Command]) -> int:
-    """Bytes that `commands` took as canonical RESP arrays: how hiredis accepts them."""
-    lens = list(map(len, chain.from_iterable(commands)))
-    counts = list(map(len, commands))
-    try:
-        digits = sum(map(_DIGITS.__getitem__, lens)) + sum(map(_DIGITS.__getitem__, counts))
-    except IndexError:  # a value of 64 KB or more
-        digits = sum(len(str(n)) for n in lens) + sum(len(str(n)) for n in counts)
-    # "*N\r\n" per command, "$L\r\n" + data + "\r\n" per argument
-    return digits + 3 * len(counts) + sum(lens) + 5 * len(lens)
-
-
-def _spelt_as_arrays(commands: List[Command], data: bytes) -> bool:
-    """Whether `data` is exactly `commands` as RESP arrays of bulk strings: each type byte checked."""
-    pos = 0
+    hiredis checks every length and every line end but takes a status, a
+    big number or a verbatim string inside an array for a bulk string, and a
+    set or an attribute for an array; Redis refuses them all. The commands'
+    lengths give where each element of a canonical encoding starts, so one
+    look at each element's type byte tells: the first element written any
+    other way is where that look fails, as everything before it was where
+    expected. Nothing but the type bytes is read: the cost follows the number
+    of elements, not the bytes. An element that is not bytes (an integer, a
+    null, a nested map) fails too.
+    """
+    pos = start
+    heads = _HEAD_SIZE
+    sizes = _BULK_SIZE
     try:
         for cmd in commands:
             if data[pos] != 42:  # '*'
-                return False
-            pos += len(str(len(cmd))) + 3
+                return -1
+            pos += heads[len(cmd)]
             for arg in cmd:
                 if data[pos] != 36:  # '$'
-                    return False
+                    return -1
+                pos += sizes[len(arg)]
+    except IndexError:  # a length past the tables (a value of 64 KB or more), or past the data
+        return _canonical_end_slowly(commands, data, start)
+    except TypeError:  # not bytes
+        return -1
+    return pos
+
+
+def _canonical_end_slowly(commands: List[Command], data: bytes, start: int) -> int:
+    """`_canonical_end` for any lengths."""
+    pos = start
+    end = len(data)
+    try:
+        for cmd in commands:
+            if pos >= end or data[pos] != 42:
+                return -1
+            pos += len(str(len(cmd))) + 3
+            for arg in cmd:
+                if type(arg) is not bytes or pos >= end or data[pos] != 36:
+                    return -1
                 n = len(arg)
                 pos += len(str(n)) + 5 + n
-    except IndexError:
-        return False
-    return pos == len(data)
+    except TypeError:
+        return -1
+    return pos if pos <= end else -1
+
+
+#: The encoded size of a bulk string of each length below 64 KB ("$N\r\n" + data + "\r\n"), and of an array
+#: header of each count ("*N\r\n"): the lengths `_canonical_end` steps by.
+_BULK_SIZE = [len(str(n)) + 5 + n for n in range(1 << 16)]
+_HEAD_SIZE = [len(str(n)) + 3 for n in range(1 << 16)]
+
+
+def _encoded_size(commands: List[Command]) -> int:
+    """Bytes that `commands` take as canonical RESP arrays."""
+    return sum(len(str(len(c))) + 3 + sum(len(str(len(a))) + 5 + len(a) for a in c) for c in commands)
 
 
 #: A packet shorter than this holds a command or two: the pure reader beats hiredis's
 #: fixed cost per packet there (measured on CPython 3.11).
 SMALL_PACKET = 96
 
-# hiredis allocates an array's list when it reads the header: "*2000000000" would reserve
-# 16 GB. A packet that may hold a header of a million elements or more goes to PureReader,
-# which grows a command's list only as its arguments arrive.
-_huge_array = re.compile(rb"\*[0-9]{7}").search
-
 
 class HiredisReader:
     """The `PureReader` interface, with hiredis parsing whole packets of arrays.
 
     hiredis parses replies, not requests: it knows no inline commands, no
-    512 MB limit, and takes nested arrays, integers or nulls inside an array.
-    So a packet goes to hiredis only when it starts a command with '*', and
-    every command it yields is checked to be a non-empty list of bytes. A
-    packet with anything Redis would judge otherwise (an error, a nested array,
-    an integer) goes whole to a `PureReader`, which words the error as Redis
-    does. When hiredis stops inside a command, the rest of the packet, from
-    that command's first byte, goes to the `PureReader`: hiredis accepts only
-    canonical arrays of bulk strings, so the offset follows from the commands.
-    The `PureReader` keeps the input until it finishes that command, and the
-    next packet that starts afresh goes to hiredis again.
+    512 MB limit, and takes nested arrays, integers, nulls and RESP3 types
+    inside an array. So a packet goes to hiredis only when it starts a
+    command with '*', and what hiredis makes of it counts only if it spells
+    exactly the same commands as RESP arrays of bulk strings: one look at each
+    element's type byte (`_canonical_end`) tells, at a cost that follows the
+    number of elements, not of bytes. A packet with anything Redis would judge
+    otherwise (an error, a nested array, an integer) goes whole to a
+    `PureReader`, which words the error as Redis does. When hiredis stops
+    inside a command, the rest of the packet, from that command's first byte,
+    goes to the `PureReader`, which keeps what it needs of it until it finishes
+    that command; the next packet that starts afresh goes to hiredis again.
+
+    A hiredis reader that stopped inside an array is dropped at once: hiredis
+    makes the array's list when it reads the header, so a header of two
+    billion elements reserves address space (not memory: the pages are never
+    touched) for as long as that reader lives, which is within this call.
     """
 
     __slots__ = ("_max_bulk", "_pure", "_reader", "_small")
@@ -395,11 +511,11 @@ class HiredisReader:
         hiredis itself knows no limit, so a packet longer than `max_bulk`
         (which might hold a whole bulk string over it) goes to the pure reader.
         """
-        if hiredis is None:
+        if _HiredisReader is None:
             raise RuntimeError("HiredisReader needs the hiredis package")
         self._pure = PureReader(max_bulk)
         self._max_bulk = max_bulk
-        self._reader = hiredis.Reader()
+        self._reader = _HiredisReader()
         self._small = small_packet
 
     @property
@@ -419,61 +535,42 @@ class HiredisReader:
 
     def feed(self, data: Input) -> List[Command]:
         """Take `data` and return the commands it completes, in order."""
-        pure = self._pure
         if type(data) is not bytes:
             data = bytes(data)
-        if pure.busy:
-            # Finish the command begun in an earlier packet; then the rest is hiredis's again.
-            finished = pure.feed(data, until_idle=True)
-            rest = pure.stopped
-            if rest < len(data) and pure.pending == 0 and pure.error is None:
-                finished.extend(self.feed(data[rest:]))
-            return finished
-        n = len(data)
-        if (
-            n < self._small
-            or n > self._max_bulk
-            or pure.error is not None
-            or data[:1] != b"*"
-            or _huge_array(data) is not None
-        ):
-            return pure.feed(data)
+        pure = self._pure
+        if not pure.busy:
+            return self._feed(data, 0)
+        # Finish the command begun in an earlier packet; then the rest is hiredis's again.
+        finished = pure.feed(data, True)
+        rest = pure.stopped
+        if rest < len(data) and pure.pending == 0 and pure.error is None:
+            finished += self._feed(data, rest)
+        return finished
+
+    def _feed(self, data: bytes, start: int) -> List[Command]:
+        """`data[start:]`, which begins between commands."""
+        pure = self._pure
+        n = len(data) - start
+        if n <= 0:
+            return []
+        if n < self._small or n > self._max_bulk or pure.error is not None or data[start] != 42:
+            return pure.feed(data, False, start)
         reader = self._reader
-        reader.feed(data)
-        gets = reader.gets
+        reader.feed(data, start)
         try:
-            out: List[Command] = list(iter(gets, False))  # gets() until False, looped in C
-            # hiredis cannot tell whether it stopped between commands or inside an
-            # array whose elements so far are whole; an empty array fed now tells: it
-            # comes back alone only in the first case.
-            reader.feed(b"*0\r\n")
-            whole = gets() == [] and not reader.has_data()
+            out: List[Command] = list(iter(reader.gets, False))  # gets() until False, looped in C
         except Exception:  # a protocol error, or a map keyed by a list: the pure reader judges
-            out, whole = [], False
-        try:
-            # Also looped in C: all() refuses an empty array or a null; join refuses
-            # anything but a list (or a map) of bytes.
-            valid = all(out) and _join(map(_join, out)) is not None
-        except TypeError:
-            valid = False
-        if valid and any(map(data.__contains__, _RESP3_MARKS)):
-            # hiredis takes status, verbatim and big-number elements as bytes too, a push,
-            # set or attribute as an array, a map as a dict; Redis refuses them all. Then
-            # the packet's type bytes are checked one by one (skipping the data).
-            valid = whole and _spelt_as_arrays(out, data)
-        if whole and valid:
-            return out
-        self._reader = hiredis.Reader()
-        if not valid:
-            return pure.feed(data)  # nothing of this packet ran yet: the pure reader takes it all
+            self._reader = _HiredisReader()
+            return pure.feed(data, False, start)
+        end = _canonical_end(out, data, start) if all(out) else -1  # all(): no empty or null arrays
+        if end == len(data):
+            return out  # the common case: hiredis took it all, and holds nothing
+        self._reader = _HiredisReader()
+        if end < 0:
+            return pure.feed(data, False, start)  # nothing of this packet ran yet: the pure reader takes it all
         # A command cut short: the pure reader takes the rest, from its first byte.
-        out.extend(pure.feed(data[_encoded_size(out) :]))
+        out += pure.feed(data, False, end)
         return out
-
-
-_join = b"".join
-# Type bytes of what hiredis may hand back as bytes or a list, though Redis refuses it.
-_RESP3_MARKS = (b"+", b"=", b"(", b">", b"%", b"~", b"|")
 
 
 def make_reader(pure: bool = False, max_bulk: int = MAX_BULK) -> Union[PureReader, HiredisReader]:
@@ -482,6 +579,6 @@ def make_reader(pure: bool = False, max_bulk: int = MAX_BULK) -> Union[PureReade
     `max_bulk` is Redis's proto-max-bulk-len: a longer bulk string is the
     protocol error "invalid bulk length".
     """
-    if pure or hiredis is None:
+    if pure or _HiredisReader is None:
         return PureReader(max_bulk)
     return HiredisReader(max_bulk=max_bulk)
