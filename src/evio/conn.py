@@ -152,7 +152,7 @@ class Conn:
         if type(out) is not bytes:
             out = as_buffer(self, out)
         loop = self._loop
-        if get_ident() == loop._thread:  # on the loop's thread: at once (the common case, kept short)
+        if get_ident() == loop._thread_id:  # on the loop's thread: at once (the common case, kept short)
             loop._write(self, out, False)
             return self._state is not State.GONE
         data = out if type(out) is bytes else bytes(out)  # a mutable buffer is copied now

@@ -6,10 +6,22 @@ import enum
 import math
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple, Union
 
 if TYPE_CHECKING:
     from .conn import Conn, Server
+
+
+def _no_attrs(*attrs: str, **kwattrs: object) -> Callable[[Any], Any]:
+    """What `mypy_extensions.mypyc_attr` does at run time: nothing (mypyc reads it when compiling)."""
+    return lambda cls: cls
+
+
+try:
+    from mypy_extensions import mypyc_attr
+except ImportError:  # only mypyc needs it, when it compiles this module
+    mypyc_attr = _no_attrs
+
 
 #: What an event may hand back to be written: `None` means nothing.
 Out = Union[bytes, bytearray, memoryview, None]
@@ -77,6 +89,8 @@ DataResult = Union[Out, Tuple[Out, Optional[Action]]]
 TickResult = Union[float, Tuple[float, Optional[Action]], None]
 
 
+# Compiled with mypyc, a class is closed to Python subclasses unless it says otherwise.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Events:
     """Subclass this and override the events you need.
 
@@ -161,6 +175,14 @@ class Events:
 
 
 def overridden(events: Events, name: str) -> bool:
-    """Whether `events` replaces the base class's no-op event `name`."""
-    method = getattr(events, name)
-    return getattr(method, "__func__", method) is not getattr(Events, name)
+    """Whether `events` replaces the base class's no-op event `name` (in its class, or on the instance).
+
+    Looked up on the class, not through a bound method: compiled with mypyc,
+    the base's methods are built-in methods, which have no `__func__`.
+    """
+    try:
+        if name in vars(events):
+            return True
+    except TypeError:  # no instance dictionary
+        pass
+    return getattr(type(events), name) is not getattr(Events, name)

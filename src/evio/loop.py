@@ -194,10 +194,12 @@ def _next_look(since: float, now: float) -> float:
 
 def _max_connections(events: Events) -> int | None:
     """`events.max_connections`, checked."""
-    limit = events.max_connections
+    # Looked up by name, as Python looks it up: compiled with mypyc, `events.max_connections` would read
+    # the base class's slot and miss a subclass's class attribute.
+    limit: object = getattr(events, "max_connections", None)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"{type(events).__name__}.max_connections must be a positive int or None, not {limit!r}")
-    return limit
+    return limit if isinstance(limit, int) else None
 
 
 def _chunks(out: Buffer, start: int) -> list[memoryview]:
@@ -227,7 +229,7 @@ class Loop:
         self._acceptor = Acceptor(listeners, poller, self._open, self._call_later, max_connections)
         self._deferred: Deferred = []
         self._local_wakes: list[int] = []
-        self._thread = 0
+        self._thread_id = 0
         self._stopping = False
         self._now = time.monotonic()  # the loop's clock, read once per turn
         self._tick_timer: Timer | None = None
@@ -250,7 +252,7 @@ class Loop:
 
     def run(self) -> None:
         """Serve until shutdown; always closes every connection and listener."""
-        self._thread = threading.get_ident()
+        self._thread_id = threading.get_ident()
         try:
             poller = self._poller
             poller.register(self._inbox.fd, IN)
@@ -606,7 +608,7 @@ class Loop:
 
     def on_loop(self) -> bool:
         """Whether the caller runs on the loop's thread."""
-        return threading.get_ident() == self._thread
+        return threading.get_ident() == self._thread_id
 
     def post(self, function: Callable[[Any, Any], None], conn: Any, arg: Any, posted: int = 0) -> bool:
         """From another thread: have the loop call `function(conn, arg)` soon; `False` once it has stopped."""
