@@ -9,7 +9,7 @@ what the fuzzer learns goes to a temporary folder) and from every input in
 or a disagreement (`targets.Finding`) stops it, writes the input to
 `fuzz/findings/`, prints how to reproduce it, and the run fails (exit 1).
 Copy a finding into `fuzz/regressions/<target>/` once fixed:
-`tests/test_fuzz_regressions.py` replays every file there.
+`tests/examples/test_fuzz_regressions.py` replays every file there.
 """
 
 from __future__ import annotations

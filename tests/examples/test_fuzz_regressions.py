@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from targets import TARGETS
 
-FUZZ = Path(__file__).resolve().parent.parent / "fuzz"
+FUZZ = Path(__file__).resolve().parents[2] / "fuzz"
 CASES = sorted(
     (kind, target, path)
     for kind in ("corpus", "regressions")

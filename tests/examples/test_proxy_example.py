@@ -39,7 +39,7 @@ from tcplb import Backend, Balancer
 
 import evio
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "examples" / "proxy.py"
 REDIS_CLONE = REPO / "examples" / "redis_server.py"
 FLAVORS = ("epoll", "stdlib")
@@ -365,7 +365,7 @@ def read_end(sock: socket.socket) -> bytes:
 
 
 class RedisClone:
-    """`examples/redis_server.py --port 0` as a subprocess, as tests/test_redis_server.py runs it."""
+    """`examples/redis_server.py --port 0` as a subprocess, as tests/examples/test_redis_server.py runs it."""
 
     def __init__(self, log: Path) -> None:
         self._log: IO[bytes] = open(log, "wb")  # noqa: SIM115

@@ -16,7 +16,7 @@ import pytest
 from conftest import WAIT, cpu_seconds, recv_exactly, recv_until_closed
 from echo_server import WELCOME
 
-SCRIPT = Path(__file__).resolve().parent.parent / "examples" / "echo_server.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "echo_server.py"
 
 
 class EchoProcess:

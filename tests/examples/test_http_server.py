@@ -32,7 +32,7 @@ from test_http_parser import BAD
 from test_http_protocol import Reply, pipelined, read_replies
 from test_http_static import ESCAPES, SECRET
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "http_server.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "http_server.py"
 CURL = "/usr/bin/curl"
 HELLO = b"hello, file\n"
 

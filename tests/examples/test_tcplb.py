@@ -23,7 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from tcplb import POLICIES, Backend, Balancer, parse_backend, proxy_header_v1, proxy_header_v2
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 #: The v2 signature, byte by byte as section 2.2 lists it.
 Addr = Union[Tuple[Any, ...], str]

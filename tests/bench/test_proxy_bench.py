@@ -129,7 +129,7 @@ def test_bulk_client_runs_as_a_command(tmp_path: Path) -> None:
     source = tmp_path / "source.bin"
     source.write_bytes(bytes(1 << 16))
     port = free_port()
-    bench = Path(__file__).resolve().parent.parent / "bench" / "proxy_bench.py"
+    bench = Path(__file__).resolve().parents[2] / "bench" / "proxy_bench.py"
     peer = subprocess.Popen(
         [sys.executable, str(bench), "--bulk-peer", str(port), str(source)], stdout=subprocess.PIPE, text=True
     )

@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redisclone.aof import encode_command
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CLONE = REPO / "examples" / "redis_server.py"
 ASYNCIO_PEER = REPO / "bench" / "redis_asyncio_server.py"
 
