@@ -39,7 +39,7 @@ pytest: $(VENV)/.installed
 # The suite on each of OTHER_PYTHONS, found on PATH or in pyenv; a missing one is skipped, loudly.
 pytest-versions:
 	@for v in $(OTHER_PYTHONS); do \
-		py=$$(command -v python$$v || ls -d $$HOME/.pyenv/versions/$$v*/bin/python$$v 2>/dev/null | tail -n 1); \
+		py=$$(tools/find_python.sh $$v); \
 		if [ -z "$$py" ]; then echo "python$$v not found: skipping the CPython $$v run"; continue; fi; \
 		if [ ! -f .venv-$$v/.installed ] || [ pyproject.toml -nt .venv-$$v/.installed ]; then \
 			$$py -m venv .venv-$$v && .venv-$$v/bin/python -m pip install -q --upgrade pip && \
