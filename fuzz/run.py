@@ -6,7 +6,7 @@
 Each target starts from its seeds in `fuzz/corpus/<target>/` (read only:
 what the fuzzer learns goes to a temporary folder) and from every input in
 `fuzz/regressions/<target>/`. A crash, a hang (an input taking over 10 s)
-or a disagreement (`targets.Finding`) stops it, writes the input to
+or a disagreement (`fuzz_targets.Finding`) stops it, writes the input to
 `fuzz/findings/`, prints how to reproduce it, and the run fails (exit 1).
 Copy a finding into `fuzz/regressions/<target>/` once fixed:
 `tests/examples/test_fuzz_regressions.py` replays every file there.
@@ -60,19 +60,19 @@ def child(target: str, argv: list[str]) -> None:
     import atheris  # type: ignore[import-untyped, import-not-found, unused-ignore]
 
     with atheris.instrument_imports():
-        import targets
+        import fuzz_targets
 
-    atheris.Setup([sys.argv[0], *argv], targets.TARGETS[target])
+    atheris.Setup([sys.argv[0], *argv], fuzz_targets.TARGETS[target])
     atheris.Fuzz()
 
 
 def run_hypothesis(target: str, seconds: int) -> int:
     """The fallback: hypothesis-generated inputs (seeded with the corpus) for `seconds`."""
-    import targets
+    import fuzz_targets
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    fn = targets.TARGETS[target]
+    fn = fuzz_targets.TARGETS[target]
     seeds = [p.read_bytes() for d in _seeds(target) for p in sorted(d.iterdir()) if p.is_file()]
     for seed in seeds:
         fn(seed)
@@ -109,12 +109,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=int(os.environ.get("FUZZ_SECONDS", "60")))
     parser.add_argument("--hypothesis", action="store_true", help="use hypothesis even where atheris is installed")
     args = parser.parse_args()
-    import targets
+    import fuzz_targets
 
-    names = args.targets or list(targets.TARGETS)
-    unknown = set(names) - set(targets.TARGETS)
+    names = args.targets or list(fuzz_targets.TARGETS)
+    unknown = set(names) - set(fuzz_targets.TARGETS)
     if unknown:
-        parser.error(f"unknown targets {sorted(unknown)}; known: {', '.join(targets.TARGETS)}")
+        parser.error(f"unknown targets {sorted(unknown)}; known: {', '.join(fuzz_targets.TARGETS)}")
     use_atheris = not args.hypothesis and importlib.util.find_spec("atheris") is not None
     engine = "atheris (libFuzzer)" if use_atheris else "hypothesis (atheris is not installed)"
     failed = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from targets import TARGETS
+from fuzz_targets import TARGETS
 
 FUZZ = Path(__file__).resolve().parents[2] / "fuzz"
 CASES = sorted(
