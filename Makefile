@@ -8,9 +8,9 @@ PYPY_VENV := .venv-pypy
 # Besides the default python3 and PyPy, the suite runs on the oldest and the newest CPython we support.
 OTHER_PYTHONS ?= 3.9 3.13
 
-.PHONY: test check lint typecheck pytest pytest-pypy pytest-versions package docs fuzz soak soak-quick serve echo serve-http bench bench-redis bench-http bench-proxy bench-deps clean
+.PHONY: test check lint typecheck pytest pytest-pypy pytest-versions pytest-compiled compiled package docs fuzz soak soak-quick serve echo serve-http bench bench-redis bench-http bench-proxy bench-deps clean
 
-test: lint typecheck pytest pytest-pypy pytest-versions package docs
+test: lint typecheck pytest pytest-pypy pytest-versions pytest-compiled package docs
 
 # The quick loop while working: lint, types, and the suite on the default python3.
 check: lint typecheck pytest
@@ -48,6 +48,27 @@ pytest-versions:
 		echo "== the suite on $$(.venv-$$v/bin/python --version)"; \
 		.venv-$$v/bin/python -m pytest -q || exit 1; \
 	done
+
+# The compiled build: evio and the examples' protocol packages compiled with mypyc (hatch_build.py,
+# EVIO_COMPILE=examples), installed in their own venv, with the examples' folder on the path *after*
+# site-packages, so that the examples' scripts import the compiled packages. The suite runs against it
+# with PYTHONSAFEPATH=1 (a script's own folder is not put first) and without examples/ in pytest's path.
+COMPILED_VENV := .venv-compiled
+COMPILED_SOURCES := $(wildcard src/evio/*.py examples/redisclone/*.py examples/minihttp/*.py examples/tcplb/*.py)
+$(COMPILED_VENV)/.installed: pyproject.toml hatch_build.py $(COMPILED_SOURCES)
+	rm -rf $(COMPILED_VENV) dist-compiled
+	$(PYTHON) -m venv $(COMPILED_VENV)
+	$(COMPILED_VENV)/bin/python -m pip install -q --upgrade pip build
+	EVIO_COMPILE=examples $(COMPILED_VENV)/bin/python -m build -q --wheel --outdir dist-compiled .
+	$(COMPILED_VENV)/bin/python -m pip install -q "$$(ls dist-compiled/*.whl)[redis,test]"
+	echo "$(CURDIR)/examples" > "$$($(COMPILED_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/evio-examples.pth"
+	touch $@
+
+compiled: $(COMPILED_VENV)/.installed
+
+pytest-compiled: $(COMPILED_VENV)/.installed
+	@echo "== the suite on the compiled build (mypyc)"
+	PYTHONSAFEPATH=1 EVIO_EXPECT_COMPILED=1 $(COMPILED_VENV)/bin/python -m pytest -o 'pythonpath=bench fuzz tests'
 
 # Build the sdist and the wheel, check what they hold, install the wheel in a fresh venv and use it.
 package: $(VENV)/.installed
@@ -120,4 +141,4 @@ bench-deps:
 	apt-get install -y -qq --no-install-recommends redis-server redis-tools nginx-light wrk haproxy pypy3 pypy3-venv
 
 clean:
-	rm -rf $(VENV) $(PYPY_VENV) .venv-3.* dist docs/_build .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(PYPY_VENV) $(COMPILED_VENV) .venv-3.* dist dist-compiled docs/_build .mypy_cache .pytest_cache .ruff_cache
