@@ -1,11 +1,10 @@
-"""Reusable pieces of the benchmark suites: server processes, CPU and memory sampling, idle connections, results.
+"""Reusable pieces of the benchmark suites: server processes, CPU and memory sampling, idle connections.
 
 Nothing here knows about Redis or HTTP. A suite starts each server under test with `ServerProcess`
-(its own process group, pinned with `taskset`, ready once its port accepts connections), runs a load
-generator on another CPU with `measure_run`, which reads the server's CPU time and other processes'
-from `/proc` around the run, turns each run into a `Sample`, has `DisturbedRuns` measure it again
-when other processes disturbed it, and writes what it found with `write_json`, `run_figures`,
-`markdown_table` and `bar_chart`. Linux only: the figures come from `/proc`.
+(its own process group, pinned with `taskset`, ready once its port accepts connections) and runs a
+load generator on another CPU with `measure_run`, which reads the server's CPU time and other
+processes' (with psutil) around the run; `rounds.py` drives the rounds and `report.py` renders what
+was found. Linux only: a server's CPU time comes from its threads' schedstat, in nanoseconds.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import platform
 import resource
@@ -32,10 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, TypeVar
 
-LOOPBACK = "127.0.0.1"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # the unit of utime and stime in /proc/PID/stat
+import psutil
 
-T = TypeVar("T")
+LOOPBACK = "127.0.0.1"
 
 
 class BenchError(RuntimeError):
@@ -82,39 +79,20 @@ def plan_pinning(*, enabled: bool = True) -> Pinning:
     return Pinning((allowed[0],), (allowed[1],))
 
 
-# -- /proc ------------------------------------------------------------------------------------------------------
-
-
-def parse_proc_stat_ticks(text: str) -> int:
-    """utime + stime, in clock ticks, from the text of /proc/PID/stat.
-
-    The command name (field 2) is in parentheses and may hold spaces or parentheses itself, so the
-    fields are counted from the last ')'. utime and stime are fields 14 and 15.
-    """
-    after_name = text[text.rindex(")") + 2 :].split()
-    return int(after_name[11]) + int(after_name[12])
-
-
-def parse_proc_status_kib(text: str) -> dict[str, int]:
-    """The `Vm*` sizes, in KiB, from the text of /proc/PID/status (e.g. {"VmRSS": 10240, "VmHWM": 12288})."""
-    sizes: dict[str, int] = {}
-    for line in text.splitlines():
-        name, sep, value = line.partition(":")
-        if sep and name.startswith("Vm") and value.strip().endswith("kB"):
-            sizes[name] = int(value.split()[0])
-    return sizes
+# -- CPU time and memory ---------------------------------------------------------------------------------------
 
 
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) process `pid` has used so far, all its live threads together.
 
     It is read in nanoseconds from each thread's /proc/PID/task/TID/schedstat (the run time that
-    utime and stime are scaled from), where the kernel has it: /proc/PID/stat counts in clock
-    ticks of 10 ms, too coarse for runs of a second. A thread that has exited no longer counts;
-    the servers measured here run one thread.
+    utime and stime are scaled from), where the kernel has it: psutil's figures count clock ticks
+    of 10 ms, too coarse for runs of a second. A thread that has exited no longer counts; the
+    servers measured here run one thread.
     """
     if not Path(f"/proc/{pid}/schedstat").exists():
-        return parse_proc_stat_ticks(Path(f"/proc/{pid}/stat").read_text()) / CLOCK_TICKS
+        times = psutil.Process(pid).cpu_times()
+        return float(times.user + times.system)
     total_ns = 0
     for tid in os.listdir(f"/proc/{pid}/task"):
         with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # the thread ended just now
@@ -122,14 +100,22 @@ def cpu_seconds(pid: int) -> float:
     return total_ns / 1e9
 
 
+def peak_rss_kib(pid: int) -> int:
+    """The peak resident set of process `pid` so far, in KiB (VmHWM: psutil does not read it)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise BenchError(f"no VmHWM line in /proc/{pid}/status")
+
+
 def memory_kib(pid: int) -> dict[str, int]:
     """Process `pid`'s memory sizes in KiB: VmRSS is the resident set now, VmHWM its peak so far."""
-    return parse_proc_status_kib(Path(f"/proc/{pid}/status").read_text())
+    return {"VmRSS": int(psutil.Process(pid).memory_info().rss) // 1024, "VmHWM": peak_rss_kib(pid)}
 
 
 @dataclass(frozen=True)
 class CpuTimes:
-    """What some CPUs have done since boot, in seconds, from /proc/stat."""
+    """What some CPUs have done since boot, in seconds."""
 
     busy: float  # user, nice, system, irq and softirq time: anything but idle, iowait and steal
     steal: float  # time the hypervisor gave the CPUs to another guest
@@ -138,26 +124,19 @@ class CpuTimes:
         return CpuTimes(self.busy - earlier.busy, self.steal - earlier.steal)
 
 
-def parse_proc_stat_cpus(text: str, cpus: Sequence[int]) -> CpuTimes:
-    """Busy and stolen time of `cpus` together from the text of /proc/stat (counted in clock ticks there)."""
-    wanted = {f"cpu{n}" for n in cpus}
-    busy = steal = 0
-    for line in text.splitlines():
-        name, *fields = line.split()
-        if name in wanted:
-            user, nice, system, _idle, _iowait, irq, softirq, stolen = (int(f) for f in fields[:8])
-            busy += user + nice + system + irq + softirq
-            steal += stolen
-    return CpuTimes(busy / CLOCK_TICKS, steal / CLOCK_TICKS)
-
-
 def cpu_times(cpus: Sequence[int]) -> CpuTimes:
     """Busy and stolen time of `cpus` so far; around a run, with a pinned server's own CPU time, it tells
     how much else ran on the server's CPU (other processes, interrupts) and how much the hypervisor took."""
-    return parse_proc_stat_cpus(Path("/proc/stat").read_text(), cpus)
+    per_cpu = psutil.cpu_times(percpu=True)
+    busy = steal = 0.0
+    for n in cpus:
+        t = per_cpu[n]
+        busy += t.user + t.nice + t.system + t.irq + t.softirq
+        steal += t.steal
+    return CpuTimes(busy, steal)
 
 
-_KERNEL_THREAD = 0x00200000  # PF_KTHREAD in the flags field of /proc/PID/stat
+KTHREADD = 2  # the kernel's thread daemon: every kernel thread is it or its child
 
 
 def process_cpu_seconds() -> dict[int, float]:
@@ -168,16 +147,11 @@ def process_cpu_seconds() -> dict[int, float]:
     are left out because they do the benchmark's own network work (softirqs) too.
     """
     times: dict[int, float] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
+    for proc in psutil.process_iter(["ppid", "cpu_times"]):
+        info = proc.info
+        if proc.pid == KTHREADD or info["ppid"] == KTHREADD or info["cpu_times"] is None:
             continue
-        try:
-            text = Path(f"/proc/{name}/stat").read_text()
-        except OSError:  # ended just now
-            continue
-        fields = text[text.rindex(")") + 2 :].split()
-        if not int(fields[6]) & _KERNEL_THREAD:
-            times[int(name)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        times[proc.pid] = info["cpu_times"].user + info["cpu_times"].system
     return times
 
 
@@ -449,6 +423,10 @@ class Sample:
     def cpu_us_per_request(self) -> float:
         return self.cpu_seconds / self.requests * 1e6
 
+    def brief(self) -> str:
+        """The run in a few words, for the progress log."""
+        return f"{short_rps(self.rps)}/s {self.cpu_us_per_request:.2f}µs"
+
     @property
     def server_busy(self) -> float:
         """The share of the run's wall time the server spent on a CPU: near 1.0, the server was the bottleneck."""
@@ -460,8 +438,48 @@ class Sample:
         own = {name: value for name, value in vars(self).items() if name not in disturbance}
         return {**own, **{name: getattr(self, name) for name in disturbance}}
 
+    @classmethod
+    def figures(cls, runs: Sequence[Sample], ref: Sequence[Sample]) -> dict[str, Any]:
+        """The report's figures for one server's `runs` of one case: medians over rounds, and ratios to `ref`.
 
-S = TypeVar("S", bound=Sample)
+        `ref` are the reference server's runs, round by round. Ratios pair each run with the reference's
+        in the same round, a few seconds apart, so that the machine's drift over the whole run cancels
+        out; their median is the figure reported. A subclass's own figures go before the two about
+        disturbance.
+        """
+        return {
+            "rps": median([s.rps for s in runs]),
+            "rps_spread": spread([s.rps for s in runs]),
+            "rps_ratio": median([s.rps / r.rps for s, r in zip(runs, ref)]),
+            "cpu_us_per_request": median([s.cpu_us_per_request for s in runs]),
+            "cpu_ratio": median([s.cpu_us_per_request / r.cpu_us_per_request for s, r in zip(runs, ref)]),
+            "server_busy": median([s.server_busy for s in runs]),
+            **cls.own_figures(runs, ref),
+            **disturbance_figures(runs),
+        }
+
+    @classmethod
+    def own_figures(cls, runs: Sequence[Sample], ref: Sequence[Sample]) -> dict[str, Any]:
+        """A subclass's figures beside the common ones (none here)."""
+        return {}
+
+
+def disturbance_figures(runs: Sequence[Sample]) -> dict[str, float]:
+    """How much others disturbed `runs`: their CPU share and the hypervisor's steal, medians over the runs."""
+    return {
+        "others_cpu_share": median([s.disturbance for s in runs]),
+        "steal_share": median([s.steal_seconds / s.wall_seconds for s in runs]),
+    }
+
+
+def median(values: Sequence[float]) -> float:
+    """The median of `values`; nan when there are none."""
+    return statistics.median(values) if values else float("nan")
+
+
+def spread(values: Sequence[float]) -> float:
+    """Half the range of `values` relative to their median: 0.03 means within ±3%."""
+    return (max(values) - min(values)) / 2 / median(values) if len(values) > 1 and median(values) else 0.0
 
 
 @dataclass(frozen=True)
@@ -490,54 +508,6 @@ def measure_run(
     server.check_alive()
     others = others_cpu_seconds(others_before, others_after, [os.getpid(), *mine])
     return MeasuredRun(run, after - before, others, on_cpus.steal)
-
-
-class DisturbedRuns:
-    """Measures a run again when processes outside the benchmark disturbed it, after waiting for quiet.
-
-    A run is disturbed when they used more than `max_other` of a CPU during it; it is measured again
-    up to `retries` times, each after waiting (at most 30 s) for them to use less than QUIET. The waits
-    together take at most `patience` seconds; after that, disturbed runs are kept as they are.
-    """
-
-    def __init__(self, mine: Iterable[int], *, max_other: float, retries: int, patience: float) -> None:
-        self.mine = list(mine)  # the benchmark's own processes (the servers)
-        self.max_other = max_other
-        self.retries = retries
-        self.patience = patience  # seconds of waiting left
-        self.retried = 0  # runs measured again
-
-    def wait_for_quiet(self, timeout: float) -> float:
-        """Wait up to `timeout` seconds for a quiet machine before measuring; the share of a CPU others used last."""
-        log(f"waiting up to {timeout:.0f} s for other processes to be idle (their load skews ours)")
-        return wait_for_others(self.mine, below=QUIET, timeout=timeout)
-
-    def measure(self, what: str, run: Callable[[], S]) -> S:
-        """`run()`'s sample, measured again while it was disturbed and there are retries and patience left."""
-        sample = run()
-        for _ in range(self.retries):
-            if sample.disturbance <= self.max_other or self.patience <= 0:
-                break
-            log(
-                f"  {what}: other processes used {sample.disturbance:.0%} of a CPU meanwhile: "
-                "waiting for quiet, then measuring again"
-            )
-            self.retried += 1
-            waited = time.monotonic()
-            wait_for_others(self.mine, below=QUIET, timeout=min(30.0, self.patience))
-            self.patience -= time.monotonic() - waited
-            sample = run()
-        return sample
-
-    def still_disturbed(self, samples: Iterable[Sample]) -> int:
-        """How many of the runs kept were disturbed all the same."""
-        return sum(s.disturbance > self.max_other for s in samples)
-
-
-def rotated(items: Sequence[T], by: int) -> list[T]:
-    """`items` starting at index `by` (modulo their number): round r of a benchmark runs the servers in this order."""
-    shift = by % len(items)
-    return [*items[shift:], *items[:shift]]
 
 
 # -- idle connections -------------------------------------------------------------------------------------------
@@ -622,11 +592,7 @@ def machine_info() -> dict[str, Any]:
             if line.startswith("model name"):
                 model = line.partition(":")[2].strip()
                 break
-    memory_mib = 0
-    with contextlib.suppress(OSError, ValueError):
-        memory_mib = (
-            parse_proc_status_kib(Path("/proc/meminfo").read_text().replace("MemTotal", "VmTotal"))["VmTotal"] // 1024
-        )
+    memory_mib = int(psutil.virtual_memory().total) >> 20
     os_name = platform.system()
     with contextlib.suppress(OSError):
         for line in Path("/etc/os-release").read_text().splitlines():
@@ -667,6 +633,29 @@ def interpreter_info(executable: str, env: Mapping[str, str] | None = None) -> d
     return info
 
 
+def compiled_build_problem(python: str, modules: Sequence[str], cwd: Path) -> str:
+    """Why the compiled build at `python` cannot be measured ("" when it can).
+
+    It can when `python` runs and imports each of `modules` from an extension module (what mypyc
+    builds), with -I so that neither the current folder nor PYTHONPATH brings in the source.
+    """
+    if not os.access(python, os.X_OK):
+        return f"no compiled build at {python} (`make compiled` builds one)"
+    probe = "import importlib, sys; print(*(importlib.import_module(m).__file__ for m in sys.argv[1:]))"
+    try:
+        run = subprocess.run(
+            [python, "-I", "-c", probe, *modules], capture_output=True, text=True, cwd=cwd, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"{python} does not run: {e}"
+    if run.returncode != 0:
+        return f"{python} cannot import {', '.join(modules)}: {run.stderr.strip().splitlines()[-1:]}"
+    interpreted = [m for m, f in zip(modules, run.stdout.split()) if not f.endswith((".so", ".pyd"))]
+    if interpreted:
+        return f"{python} imports {', '.join(interpreted)} from source, not compiled (rebuild with `make compiled`)"
+    return ""
+
+
 def source_revision(repo: Path, paths: Sequence[str] = ()) -> str:
     """The git commit measured, e.g. 'a1b2c3d', with ' (+ uncommitted changes)' when `paths` differ from it."""
     try:
@@ -698,174 +687,9 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, right: Sequence[int] = ()) -> str:
-    """A GitHub Markdown table; columns whose index is in `right` are right-aligned."""
-    rule = ["---:" if i in right else "---" for i in range(len(headers))]
-    lines = [headers, rule, *rows]
-    return "\n".join("| " + " | ".join(str(cell).replace("|", "\\|") for cell in line) + " |" for line in lines)
-
-
-def median(values: Sequence[float]) -> float:
-    """The median of `values`; nan when there are none."""
-    return statistics.median(values) if values else math.nan
-
-
-def spread(values: Sequence[float]) -> float:
-    """Half the range of `values` relative to their median: 0.03 means within ±3%."""
-    return (max(values) - min(values)) / 2 / median(values) if len(values) > 1 and median(values) else 0.0
-
-
-def run_figures(runs: Sequence[Sample], ref: Sequence[Sample], **extra: Any) -> dict[str, Any]:
-    """The report's figures for one server's `runs` of one load: medians over rounds, and ratios to `ref`.
-
-    `ref` are the reference server's runs, round by round. Ratios pair each run with the reference's in
-    the same round, a few seconds apart, so that the machine's drift over the whole run cancels out;
-    their median is the figure reported. `extra` figures go before the two about disturbance.
-    """
-    return {
-        "rps": median([s.rps for s in runs]),
-        "rps_spread": spread([s.rps for s in runs]),
-        "rps_ratio": median([s.rps / r.rps for s, r in zip(runs, ref)]),
-        "cpu_us_per_request": median([s.cpu_us_per_request for s in runs]),
-        "cpu_ratio": median([s.cpu_us_per_request / r.cpu_us_per_request for s, r in zip(runs, ref)]),
-        "server_busy": median([s.server_busy for s in runs]),
-        **extra,
-        "others_cpu_share": median([s.disturbance for s in runs]),
-        "steal_share": median([s.steal_seconds / s.wall_seconds for s in runs]),
-    }
-
-
 def short_rps(rps: float) -> str:
     """Requests per second in a few characters: '1.23M', '456k', '7.8k'."""
     return f"{rps / 1e6:.2f}M" if rps >= 1e6 else f"{rps / 1e3:.0f}k" if rps >= 1e4 else f"{rps / 1e3:.1f}k"
-
-
-def check_mark(met: bool) -> str:
-    """A target met or missed, as the reports show it."""
-    return "✅" if met else "❌"
-
-
-def run_on(meta: Mapping[str, Any]) -> str:
-    """The sentence that opens a report: when and on what machine it ran (ends in '. ')."""
-    m = meta["machine"]
-    return (
-        f"Run on {meta['date']} on {m['cpu_model']} ({m['cpus']} CPUs"
-        f"{', ' + m['virtualized'] if m['virtualized'] else ''}, {m['memory_mib']:,} MiB), {m['kernel']}, {m['os']}. "
-    )
-
-
-def shared_machine(meta: Mapping[str, Any], aside: str = "") -> str:
-    """The paragraph on how busy others kept the machine and how many runs were measured again."""
-    return (
-        f"The machine was shared: processes outside the benchmark used {meta['others_before']:.0%} of a CPU just "
-        f"before the run; {meta['runs_measured_again']} runs were measured again because processes outside the "
-        f"benchmark used more than {meta['max_other']:.0%} of a CPU during them, and "
-        f"{meta['runs_still_disturbed']} of the runs kept were disturbed all the same" + (f" {aside}" if aside else "")
-    ) + "."
-
-
-SERVER_COLUMNS = (("runs on", "software"), ("parser", "parser"), ("event loop", "loop"))
-
-
-def servers_section(
-    report: Mapping[str, Any],
-    labels: Mapping[str, str],
-    columns: Sequence[tuple[str, str]] = SERVER_COLUMNS,
-    *,
-    title: str = "Servers",
-) -> list[str]:
-    """The report's 'Servers' section: what each server runs on, the builds, and what was not measured.
-
-    `labels` maps each server's key to its label, in the order of the table. `columns` are the
-    table's columns between the label and the command: (heading, key in the server's description).
-    """
-    rows = []
-    for key, label in labels.items():
-        d = report["servers"][key]
-        rows.append([label, *[d[field] for _, field in columns], f"`{d['command']}`"])
-    headings = ["server", *[heading for heading, _ in columns], "command"]
-    out = [f"## {title}", "", markdown_table(headings, rows), ""]
-    builds = sorted({d["build"] for d in report["servers"].values()})
-    out += ["Builds:", "", *[f"- `{b}`" for b in builds], ""]
-    if report["skipped"]:
-        out += ["Not measured: " + "; ".join(f"{k} ({why})" for k, why in report["skipped"].items()) + ".", ""]
-    return out
-
-
-def chart_note(meta: Mapping[str, Any]) -> str:
-    """The line under a chart's title: date, machine, rounds, and whether it was a quick run."""
-    m = meta["machine"]
-    return (
-        f"{meta['date']} · {m['cpu_model']}, {m['cpus']} CPUs · {m['kernel']} · medians of {meta['rounds']} rounds"
-        + (" · QUICK RUN" if meta["quick"] else "")
-    )
-
-
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")  # tab10
-
-
-@dataclass(frozen=True)
-class Panel:
-    """One chart of a figure: a group of bars per category, one bar per series in each group."""
-
-    title: str
-    ylabel: str
-    categories: Sequence[str]
-    series: Mapping[str, Sequence[float]]  # series name -> one value per category (nan: no bar)
-    reference: float | None = None  # draw a dashed line at this height (e.g. 1.0 for "as fast as the baseline")
-    log: bool = False
-
-
-def bar_chart(path: Path, panels: Sequence[Panel], *, title: str, note: str = "", columns: int = 2) -> bool:
-    """Draw `panels` as grouped bar charts into the PNG at `path`; False (and nothing written) without matplotlib."""
-    try:
-        import matplotlib  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        print("matplotlib is not installed: no chart drawn (pip install matplotlib)", file=sys.stderr)
-        return False
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # type: ignore[import-not-found, unused-ignore]
-
-    rows = (len(panels) + columns - 1) // columns
-    fig, axes = plt.subplots(rows, columns, figsize=(6.5 * columns, 4.2 * rows), squeeze=False)
-    colors = PALETTE
-    legend_handles: dict[str, Any] = {}
-    for index, panel in enumerate(panels):
-        ax = axes[index // columns][index % columns]
-        names = list(panel.series)
-        width = 0.8 / max(len(names), 1)
-        for n, name in enumerate(names):
-            xs = [c + (n - (len(names) - 1) / 2) * width for c in range(len(panel.categories))]
-            bars = ax.bar(xs, panel.series[name], width, label=name, color=colors[n % len(colors)])
-            legend_handles.setdefault(name, bars)
-        if panel.reference is not None:
-            ax.axhline(panel.reference, color="black", linestyle="--", linewidth=0.8)
-        ax.set_xticks(range(len(panel.categories)))
-        ax.set_xticklabels(panel.categories)
-        ax.set_title(panel.title, fontsize=10)
-        ax.set_ylabel(panel.ylabel)
-        if panel.log:
-            ax.set_yscale("log")
-        ax.grid(axis="y", alpha=0.3)
-    for index in range(len(panels), rows * columns):
-        axes[index // columns][index % columns].axis("off")
-    fig.legend(
-        list(legend_handles.values()),
-        list(legend_handles),
-        loc="lower center",
-        ncol=min(len(legend_handles), 4),
-        fontsize=9,
-        frameon=False,
-    )
-    fig.suptitle(title, fontsize=11)
-    if note:
-        fig.text(0.5, 0.935, note, ha="center", fontsize=8, color="dimgray")
-    legend_rows = (len(legend_handles) + 3) // 4
-    fig.tight_layout(rect=(0, 0.04 * legend_rows, 1, 0.93))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
 
 
 # -- the runners ------------------------------------------------------------------------------------------------

@@ -4,18 +4,19 @@
 
 Every server runs on loopback, pinned to one CPU, with wrk (one thread, 100 connections) pinned to
 the other. `/plaintext` is measured without pipelining and 16 requests deep (a wrk Lua script).
-Each round runs every load against every server in turn, in a rotated order, so drift on a shared
+Each round runs every load against every server in turn, in a rotated order (`rounds.py`), so drift on a shared
 machine hits all alike; the report gives medians over rounds and ratios to the nginx measured in
 the same round. Server CPU time comes from /proc around each wrk run. A 1 GiB file is then
 downloaded with curl from nginx and from the evio example: MB/s and server CPU seconds.
-Results go to http.json, http.md and http.png in --out (docs/bench by default).
+The example runs on CPython, on PyPy, and with evio compiled by mypyc where `make compiled`
+has built `.venv-compiled`. Results go to http.json, and from it http.md and http.png
+(`report.py`), in --out (docs/bench by default).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import functools
 import importlib.util
 import re
 import shutil
@@ -27,50 +28,40 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import report
 from harness import (
     LOOPBACK,
     BenchError,
-    DisturbedRuns,
-    Panel,
     Pinning,
     Sample,
     ServerProcess,
     add_disturbance_arguments,
-    bar_chart,
-    chart_note,
-    check_mark,
     choose_contenders,
+    compiled_build_problem,
     display_command,
     free_port,
     interpreter_info,
     log,
     machine_info,
-    markdown_table,
     measure_run,
     median,
     plan_pinning,
     quick_defaults,
     raise_fd_limit,
-    rotated,
     run_benchmark,
     run_client,
-    run_figures,
-    run_on,
-    servers_section,
-    shared_machine,
-    short_rps,
+    source_revision,
     write_json,
 )
+from rounds import Case, Disturbance, run_rounds, samples_json, summarize
 
 REPO = Path(__file__).resolve().parent.parent
 CONNECTIONS = 100
 PIPELINE_DEPTH = 16
 BIG_FILE = 1 << 30
 
-# The targets the issue sets, checked in every report.
-RPS_TARGET = 1.0  # evio's requests/s as a multiple of nginx's (both loads): at least this
-CPU_TARGET = 1.15  # evio's CPU per request without pipelining as a multiple of nginx's: at most this
-UVICORN_TARGET = 4.0  # evio's requests/s without pipelining as a multiple of uvicorn's: at least this
+COMPILED_PYTHON = REPO / ".venv-compiled" / "bin" / "python"
+COMPILED_MODULES = ("evio.loop",)  # the HTTP package (minihttp) is not compiled: it runs from examples/
 
 PIPELINE_LUA = f"""-- {PIPELINE_DEPTH} requests per write; wrk counts each response.
 init = function(args)
@@ -133,9 +124,9 @@ class Contender:
     loop: str
     parser: str
     env: dict[str, str] = field(default_factory=dict)
-    targeted: bool = False
     files: bool = False  # serves the large file
     default: bool = True
+    variant: str = "source"  # how the code it runs was built: "source", "compiled (mypyc)" or "C"
     description: dict[str, str] = field(default_factory=dict)
 
     def command(self, port: int, workdir: Path) -> list[str]:
@@ -151,8 +142,15 @@ class Contender:
         return display_command(self.argv, self.env, REPO, placeholders)
 
 
-def find_contenders(wanted: Sequence[str] | None) -> tuple[list[Contender], dict[str, str]]:
-    """The servers to measure, and why any of the others is left out."""
+def find_contenders(
+    wanted: Sequence[str] | None, compiled_python: Path = COMPILED_PYTHON
+) -> tuple[list[Contender], dict[str, str]]:
+    """The servers to measure, and why any of the others is left out.
+
+    `compiled_python` is the interpreter of the compiled build (`make compiled`), where evio is
+    installed compiled with mypyc; it runs the example with -E, so that no PYTHONPATH brings in evio's
+    source (the example's own HTTP package, beside the script, runs interpreted).
+    """
     python = sys.executable
     pypy = shutil.which("pypy3")
     example = str(REPO / "examples" / "http_server.py")
@@ -165,9 +163,17 @@ def find_contenders(wanted: Sequence[str] | None) -> tuple[list[Contender], dict
             loop="epoll",
             parser="C (nginx)",
             files=True,
+            variant="C",
         ),
+        Contender("evio", "evio (CPython)", [python, *evio], "evio epoll", "minihttp", files=True),
         Contender(
-            "evio", "evio (CPython)", [python, *evio], "evio epoll", "minihttp", targeted=True, files=True
+            "evio-compiled",
+            "evio, CPython, compiled (mypyc)",
+            [str(compiled_python), "-E", *evio],
+            "evio epoll",
+            "minihttp",
+            files=True,
+            variant="compiled (mypyc)",
         ),
         Contender(
             "evio-pypy",
@@ -176,7 +182,6 @@ def find_contenders(wanted: Sequence[str] | None) -> tuple[list[Contender], dict
             "evio epoll",
             "minihttp",
             env={"PYTHONPATH": str(REPO / "src")},
-            targeted=True,
             files=True,
         ),
         Contender("evio-stdlib", "evio --stdlib (CPython)", [python, *evio, "--stdlib"], "evio selectors", "minihttp",
@@ -198,6 +203,9 @@ def find_contenders(wanted: Sequence[str] | None) -> tuple[list[Contender], dict
         missing["nginx"] = "nginx is not installed (Debian: nginx-light)"
     if pypy is None:
         missing["evio-pypy"] = "pypy3 is not installed"
+    problem = compiled_build_problem(str(compiled_python), COMPILED_MODULES, REPO)
+    if problem:
+        missing["evio-compiled"] = problem
     for module in ("uvicorn", "httptools", "uvloop"):
         if importlib.util.find_spec(module) is None:
             missing["uvicorn"] = f"{module} is not installed for {python} (pip install -e '.[bench]')"
@@ -205,10 +213,16 @@ def find_contenders(wanted: Sequence[str] | None) -> tuple[list[Contender], dict
 
 
 def describe(contender: Contender) -> dict[str, str]:
-    """What runs: the software and its build, the parser and the event loop."""
+    """What runs: the software and its build, how the code was built, the parser and the event loop."""
     if contender.key == "nginx":
         version = subprocess.run(["nginx", "-v"], capture_output=True, text=True, check=True).stderr.strip()
-        return {"software": version.split(": ")[-1], "build": version, "parser": contender.parser, "loop": "epoll"}
+        return {
+            "software": version.split(": ")[-1],
+            "build": version,
+            "variant": contender.variant,
+            "parser": contender.parser,
+            "loop": "epoll",
+        }
     info = interpreter_info(contender.argv[0], contender.env)
     software = f"{info['implementation']} {info['version']}"
     if contender.key == "uvicorn":
@@ -218,7 +232,13 @@ def describe(contender: Contender) -> dict[str, str]:
         versions = subprocess.run([contender.argv[0], "-c", probe], capture_output=True, text=True, check=True)
         uv, ht, ul = versions.stdout.split()
         software += f", uvicorn {uv}, httptools {ht}, uvloop {ul}"
-    return {"software": software, "build": info["build"], "parser": contender.parser, "loop": contender.loop}
+    return {
+        "software": software,
+        "build": info["build"],
+        "variant": contender.variant,
+        "parser": contender.parser,
+        "loop": contender.loop,
+    }
 
 
 _WRK_REQUESTS = re.compile(r"(\d+) requests in ([\d.]+)(\w+)")
@@ -242,6 +262,10 @@ class WrkSample(Sample):
     """One wrk run against one server."""
 
     errors: int = 0  # socket errors and responses other than 2xx or 3xx
+
+    @classmethod
+    def own_figures(cls, runs: Sequence[Sample], ref: Sequence[Sample]) -> dict[str, Any]:
+        return {"errors": sum(s.errors for s in runs if isinstance(s, WrkSample))}
 
 
 def measure(
@@ -293,222 +317,6 @@ def download(server: ServerProcess, pinning: Pinning) -> Download:
     return Download(BIG_FILE / float(seconds) / 1e6, cpu, float(seconds))
 
 
-def summarize(
-    contenders: Sequence[Contender],
-    samples: dict[str, dict[str, list[WrkSample]]],
-    downloads: dict[str, list[Download]],
-) -> dict[str, Any]:
-    """Medians, ratios to nginx (paired by round), and the targets met or missed."""
-    per_server: dict[str, Any] = {}
-    for c in contenders:
-        loads: dict[str, Any] = {}
-        for load in LOADS:
-            runs = samples[c.key][load.key]
-            loads[load.key] = run_figures(runs, samples["nginx"][load.key], errors=sum(s.errors for s in runs))
-        out: dict[str, Any] = {"loads": loads}
-        if downloads.get(c.key):
-            got = downloads[c.key]
-            out["large_file"] = {
-                "mb_per_s": median([d.mb_per_s for d in got]),
-                "cpu_seconds": median([d.cpu_seconds for d in got]),
-                "mb_per_s_ratio": median([d.mb_per_s / r.mb_per_s for d, r in zip(got, downloads["nginx"])]),
-            }
-        per_server[c.key] = out
-    return {"servers": per_server, "targets": check_targets(contenders, samples, per_server)}
-
-
-def check_targets(
-    contenders: Sequence[Contender], samples: dict[str, dict[str, list[WrkSample]]], per_server: dict[str, Any]
-) -> list[dict[str, Any]]:
-    """Each target of the issue, per evio server: {"server", "target", "value", "met"}."""
-    checks: list[dict[str, Any]] = []
-    for c in (c for c in contenders if c.targeted):
-        plain, piped = per_server[c.key]["loads"]["plain"], per_server[c.key]["loads"]["pipe16"]
-        checks += [
-            {
-                "server": c.key,
-                "target": f"no pipelining: requests/s >= {RPS_TARGET}x nginx",
-                "value": plain["rps_ratio"],
-                "met": plain["rps_ratio"] >= RPS_TARGET,
-            },
-            {
-                "server": c.key,
-                "target": f"no pipelining: CPU/request <= {CPU_TARGET}x nginx",
-                "value": plain["cpu_ratio"],
-                "met": plain["cpu_ratio"] <= CPU_TARGET,
-            },
-            {
-                "server": c.key,
-                "target": f"{PIPELINE_DEPTH}-deep pipelining: requests/s >= {RPS_TARGET}x nginx",
-                "value": piped["rps_ratio"],
-                "met": piped["rps_ratio"] >= RPS_TARGET,
-            },
-        ]
-        if "uvicorn" in per_server:
-            ratio = median([s.rps / u.rps for s, u in zip(samples[c.key]["plain"], samples["uvicorn"]["plain"])])
-            checks.append(
-                {
-                    "server": c.key,
-                    "target": f"no pipelining: requests/s >= {UVICORN_TARGET:g}x uvicorn",
-                    "value": ratio,
-                    "met": ratio >= UVICORN_TARGET,
-                }
-            )
-    return checks
-
-
-# -- report -----------------------------------------------------------------------------------------------------
-
-
-NOTES = (
-    "Measured: wrk's requests/s for GET /plaintext (13-byte body) with one wrk thread and 100 connections, "
-    f"without pipelining and {PIPELINE_DEPTH} requests deep; the server's user+system CPU time over each run "
-    "(from /proc: the schedstat run time of its threads, in ns), divided by the requests; the time curl took "
-    "to download a 1 GiB file (sparse, so read from the page cache) into /dev/null, and the server's CPU time "
-    "meanwhile.",
-    "Not measured: /json, other paths or methods, TLS, latency percentiles, more than one server core, clients "
-    "on another machine, real network cards, or files not already in the page cache.",
-    "nginx runs one process (master_process off, so its CPU time is the one process's) with access logs off, "
-    "keepalive_requests raised so that it never closes wrk's connections, and sendfile on, as it is usually "
-    "run: its large-file figure is the kernel copying pages to the socket, while the evio example reads each "
-    "piece into Python and sends it (evio has no sendfile).",
-    "One load generator on one CPU: without pipelining it saturates before the faster servers do (see "
-    "'server busy'), so requests/s there say as much about wrk as about the server; CPU per request is the "
-    "fairer figure.",
-    "uvicorn serves a bare ASGI app (bench/uvicorn_app.py) with httptools and uvloop, one process, access "
-    "log off; it does not serve the large file.",
-    "PyPy runs after a warm-up (every load once, unmeasured, given to every server alike), so its JIT has "
-    "compiled the hot paths.",
-    "A shared, virtual 2-CPU machine is noisy: look at the ± spread and at ratios (measured side by side) "
-    "rather than at absolute figures.",
-)
-
-
-def render_markdown(report: dict[str, Any], contenders: Sequence[Contender]) -> str:
-    """The report as Markdown: setup, targets, one table per load, the large file, and what was not measured."""
-    meta = report["meta"]
-    summary = report["summary"]["servers"]
-    out = [
-        "# HTTP benchmark: the evio example against nginx and uvicorn",
-        "",
-        run_on(meta)
-        + f"{meta['rounds']} round{'s' if meta['rounds'] != 1 else ''} of {meta['duration']:g} s per load and server, "
-        "interleaved (every load against every server in turn, in a rotated order); figures are medians over "
-        "rounds; a ratio is the median over rounds of the server's figure divided by nginx's in the same round. "
-        f"Pinning: {meta['pinning']}. Load generator: {meta['wrk']}, 1 thread, {CONNECTIONS} connections, "
-        "on loopback.",
-        "",
-        shared_machine(meta),
-        "",
-    ]
-    if meta["quick"]:
-        out += ["**Quick run** (`--quick`): short runs, one round; a smoke test, not a result.", ""]
-    out += servers_section(report, {c.key: c.label for c in contenders})
-
-    labels = {c.key: c.label for c in contenders}
-    rows = [
-        [labels[t["server"]], t["target"], f"{check_mark(t['met'])} {t['value']:.2f}x"]
-        for t in report["summary"]["targets"]
-    ]
-    out += ["## Targets", "", markdown_table(["server", "target", "result"], rows), ""]
-
-    for load in LOADS:
-        out += [
-            f"## /plaintext, {load.label}",
-            "",
-            "Cells: requests/s (± half the range over rounds) and its ratio to nginx; server CPU µs per request "
-            "and its ratio to nginx; the share of the run the server spent on its CPU (near 100%: the server "
-            "was the bottleneck).",
-            "",
-        ]
-        rows = []
-        for c in contenders:
-            f = summary[c.key]["loads"][load.key]
-            rows.append(
-                [
-                    c.label,
-                    f"{short_rps(f['rps'])} ±{f['rps_spread'] * 100:.0f}%",
-                    f"{f['rps_ratio']:.2f}x",
-                    f"{f['cpu_us_per_request']:.2f} µs",
-                    f"{f['cpu_ratio']:.2f}x",
-                    f"{f['server_busy']:.0%}",
-                ]
-                + ([f"{f['errors']} errors"] if f["errors"] else [])
-            )
-        headers = ["server", "requests/s", "vs nginx", "CPU/request", "vs nginx", "server busy"]
-        if any(len(r) > len(headers) for r in rows):
-            headers.append("wrk errors")
-            rows = [r + [""] * (len(headers) - len(r)) for r in rows]
-        out += [markdown_table(headers, rows, right=(1, 2, 3, 4, 5)), ""]
-        every = [summary[c.key]["loads"][load.key] for c in contenders]
-        out += [
-            f"Processes outside the benchmark used {median([f['others_cpu_share'] for f in every]):.0%} of a CPU "
-            f"during these runs (median), the hypervisor took {median([f['steal_share'] for f in every]):.0%}.",
-            "",
-        ]
-
-    rows = []
-    for c in contenders:
-        f = summary[c.key].get("large_file")
-        if f is not None:
-            rows.append(
-                [c.label, f"{f['mb_per_s']:,.0f} MB/s", f"{f['mb_per_s_ratio']:.2f}x", f"{f['cpu_seconds']:.2f} s"]
-            )
-    out += [
-        "## A 1 GiB file",
-        "",
-        f"curl downloads a 1 GiB file into /dev/null, {meta['downloads']} times per server, interleaved, after "
-        "one unmeasured download each (the first fills the page cache); medians.",
-        "",
-        markdown_table(["server", "throughput", "vs nginx", "server CPU"], rows, right=(1, 2, 3)),
-        "",
-        "## What was measured and what was not",
-        "",
-        *[f"- {line}" for line in NOTES],
-        "",
-    ]
-    return "\n".join(out)
-
-
-def chart(report: dict[str, Any], contenders: Sequence[Contender], path: Path) -> bool:
-    """Requests/s and CPU per request for both loads, and the large file's throughput."""
-    summary = report["summary"]["servers"]
-    cats = [load.label for load in LOADS]
-    panels = [
-        Panel(
-            "/plaintext: requests/s (higher is better)",
-            "requests/s",
-            cats,
-            {c.label: [summary[c.key]["loads"][load.key]["rps"] for load in LOADS] for c in contenders},
-        ),
-        Panel(
-            "/plaintext: server CPU per request (lower is better)",
-            "µs per request",
-            cats,
-            {c.label: [summary[c.key]["loads"][load.key]["cpu_us_per_request"] for load in LOADS] for c in contenders},
-        ),
-        Panel(
-            "/plaintext: requests/s relative to nginx (higher is better)",
-            "x nginx",
-            cats,
-            {c.label: [summary[c.key]["loads"][load.key]["rps_ratio"] for load in LOADS] for c in contenders},
-            reference=1.0,
-        ),
-        Panel(
-            "1 GiB file download (higher is better)",
-            "MB/s",
-            ["throughput"],
-            {c.label: [summary[c.key]["large_file"]["mb_per_s"]] for c in contenders if "large_file" in summary[c.key]},
-        ),
-    ]
-    return bar_chart(
-        path,
-        panels,
-        title="evio HTTP example vs nginx and uvicorn (wrk -t1 -c100, loopback)",
-        note=chart_note(report["meta"]),
-    )
-
-
 # -- the run ----------------------------------------------------------------------------------------------------
 
 
@@ -524,20 +332,23 @@ def make_workdir() -> Path:
 
 def run(args: argparse.Namespace) -> int:
     wanted = args.servers.split(",") if args.servers else None
-    contenders, skipped = find_contenders(wanted)
+    contenders, skipped = find_contenders(wanted, Path(args.compiled))
     for key, why in skipped.items():
         log(f"skipping {key}: {why}")
     pinning = plan_pinning(enabled=not args.no_pin)
     raise_fd_limit(4096)
     log(f"pinning: {pinning.describe()}")
+    revision = source_revision(
+        REPO, ["src", "examples/http_server.py", "examples/minihttp", "bench/harness.py", "bench/http_*.py"]
+    )
     for c in contenders:
         c.description = {**describe(c), "command": c.display()}
-        log(f"{c.label}: {c.description['software']}")
+        log(f"{c.label}: {c.description['software']}, {c.description['variant']}")
 
     workdir = make_workdir()
     lua = workdir / "pipeline.lua"
     lua.write_text(PIPELINE_LUA)
-    samples: dict[str, dict[str, list[WrkSample]]] = {c.key: {load.key: [] for load in LOADS} for c in contenders}
+    by_key = {load.key: load for load in LOADS}
     downloads: dict[str, list[Download]] = {c.key: [] for c in contenders if c.files}
     servers: dict[str, ServerProcess] = {}
     try:
@@ -547,23 +358,15 @@ def run(args: argparse.Namespace) -> int:
                 c.label, c.command(port, workdir), port=port, cpus=pinning.server_cpus, env=c.env, cwd=str(workdir)
             ).start()
         mine = [server.pid for server in servers.values()]
-        # --wait-quiet is also the patience, in all, for waiting for quiet before measuring disturbed runs again.
-        disturbed = DisturbedRuns(mine, max_other=args.max_other, retries=args.retries, patience=args.wait_quiet)
-        busy_before = disturbed.wait_for_quiet(args.wait_quiet)
-        log(f"other processes used {busy_before:.0%} of a CPU; warm-up: every load once against every server")
-        for load in LOADS:
-            for c in contenders:
-                measure(servers[c.key], load, pinning, args.warmup, lua, mine)
-        for r in range(args.rounds):
-            for load in LOADS:
-                line = []
-                for c in rotated(contenders, r):
-                    s = disturbed.measure(
-                        c.key, functools.partial(measure, servers[c.key], load, pinning, args.duration, lua, mine)
-                    )
-                    samples[c.key][load.key].append(s)
-                    line.append(f"{c.key} {short_rps(s.rps)}/s {s.cpu_us_per_request:.2f}µs")
-                log(f"round {r + 1}/{args.rounds} {load.label}: " + ", ".join(line))
+        rounds = run_rounds(
+            contenders,
+            [Case((load.key,), load.label) for load in LOADS],
+            lambda c, case: measure(servers[c.key], by_key[case.key[0]], pinning, args.duration, lua, mine),
+            rounds=args.rounds,
+            mine=mine,
+            disturbance=Disturbance.from_args(args),
+            warm=lambda c, case: measure(servers[c.key], by_key[case.key[0]], pinning, args.warmup, lua, mine),
+        )
         # The first read of the file fills the page cache: a warm-up download per server, unmeasured.
         for n in range(-1, args.downloads):
             for c in contenders:
@@ -578,11 +381,22 @@ def run(args: argparse.Namespace) -> int:
             server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    report: dict[str, Any] = {
+    per_server: dict[str, dict[str, Any]] = {
+        key: {"loads": figures} for key, figures in summarize(rounds.samples, lambda case: "nginx").items()
+    }
+    for key, got in downloads.items():
+        per_server[key]["large_file"] = {
+            "mb_per_s": median([d.mb_per_s for d in got]),
+            "cpu_seconds": median([d.cpu_seconds for d in got]),
+            "mb_per_s_ratio": median([d.mb_per_s / r.mb_per_s for d, r in zip(got, downloads["nginx"])]),
+        }
+    result: dict[str, Any] = {
         "meta": {
+            "benchmark": "http",
             "date": datetime.date.today().isoformat(),
             "machine": machine_info(),
             "pinning": pinning.describe(),
+            "revision": revision,
             "wrk": subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split(" Copyright")[0],
             "rounds": args.rounds,
             "duration": args.duration,
@@ -591,26 +405,21 @@ def run(args: argparse.Namespace) -> int:
             "quick": args.quick,
             "connections": CONNECTIONS,
             "pipeline_depth": PIPELINE_DEPTH,
-            "others_before": busy_before,
-            "max_other": args.max_other,
-            "runs_measured_again": disturbed.retried,
-            "runs_still_disturbed": disturbed.still_disturbed(
-                s for per in samples.values() for runs in per.values() for s in runs
-            ),
+            **rounds.meta(),
+            "loads": [{"key": load.key, "label": load.label, "pipeline": load.pipeline} for load in LOADS],
             "command": " ".join(["python", "bench/http_bench.py", *sys.argv[1:]]),
         },
         "servers": {c.key: {"label": c.label, **c.description} for c in contenders},
         "skipped": skipped,
-        "summary": summarize(contenders, samples, downloads),
-        "samples": {k: {lk: [s.as_json() for s in runs] for lk, runs in per.items()} for k, per in samples.items()},
+        "summary": {"servers": per_server},
+        "samples": samples_json(rounds.samples),
         "downloads": {k: [vars(d) for d in runs] for k, runs in downloads.items()},
     }
     out = Path(args.out)
-    write_json(out / "http.json", report)
-    (out / "http.md").write_text(render_markdown(report, contenders))
-    drawn = chart(report, contenders, out / "http.png")
-    log(f"wrote {out / 'http.json'}, {out / 'http.md'}" + (f", {out / 'http.png'}" if drawn else ""))
-    print((out / "http.md").read_text())
+    write_json(out / "http.json", result)
+    written = report.render(out / "http.json")
+    log("wrote " + ", ".join(str(p) for p in [out / "http.json", *written]))
+    print(written[0].read_text())
     return 0
 
 
@@ -625,8 +434,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a smoke test; writes to a temporary directory")
     parser.add_argument(
         "--servers",
-        help="comma-separated servers from nginx,evio,evio-pypy,evio-stdlib,uvicorn "
+        help="comma-separated servers from nginx,evio,evio-compiled,evio-pypy,evio-stdlib,uvicorn "
         "(default: all that are available but evio-stdlib)",
+    )
+    parser.add_argument(
+        "--compiled",
+        metavar="PYTHON",
+        default=str(COMPILED_PYTHON),
+        help="the interpreter of the compiled build (default .venv-compiled/bin/python, which `make compiled` builds)",
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin servers and wrk to CPUs")
     add_disturbance_arguments(parser)

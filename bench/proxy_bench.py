@@ -19,7 +19,6 @@ import argparse
 import contextlib
 import datetime
 import fcntl
-import functools
 import json
 import os
 import queue
@@ -35,38 +34,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import report
 from harness import (
     LOOPBACK,
     BenchError,
-    DisturbedRuns,
-    Panel,
     Pinning,
     Sample,
     ServerProcess,
     add_disturbance_arguments,
-    bar_chart,
-    chart_note,
-    check_mark,
     choose_contenders,
     display_command,
+    disturbance_figures,
     free_port,
     idle_connections,
     interpreter_info,
     log,
     machine_info,
-    markdown_table,
     measure_run,
     median,
     plan_pinning,
     quick_defaults,
     raise_fd_limit,
-    rotated,
     run_benchmark,
-    run_figures,
-    run_on,
-    servers_section,
-    shared_machine,
-    short_rps,
     source_revision,
     spread,
     this_interpreter,
@@ -74,6 +63,7 @@ from harness import (
 )
 from redis_bench import Load
 from redis_bench import measure as measure_requests
+from rounds import Case, Disturbance, run_rounds, samples_json, summarize
 
 REPO = Path(__file__).resolve().parent.parent
 THIS = Path(__file__).resolve()
@@ -90,32 +80,6 @@ HEALTH_INTERVAL = 2  # seconds between health checks, with --checks (the evio pr
 MAXCONN = 4096  # HAProxy's maxconn: far above the idle connections and clients of any test
 SOURCE_SIZE = 64 << 20  # the file both bulk ends send from, over and over
 HEADER = 32  # the bulk protocol's request: b"PUSH n" or b"PULL n", space-padded to this length, newline-ended
-
-
-@dataclass(frozen=True)
-class Target:
-    """A bound on one figure of the targeted proxies, relative to HAProxy's, in some tests."""
-
-    what: str  # as the report lists it
-    figure: str  # the key of the ratio in a test's figures
-    cases: tuple[tuple[str, str], ...]  # (test group, test) pairs it applies to
-    bound: float
-    at_least: bool  # the ratio must be >= bound (else <= bound)
-
-    def met(self, value: float) -> bool:
-        return value >= self.bound if self.at_least else value <= self.bound
-
-    @property
-    def label(self) -> str:
-        return f"{self.what} {'>=' if self.at_least else '<='} {self.bound:.1f}x HAProxy's"
-
-
-TARGETS = (
-    Target("requests/s", "rps_ratio", (("P1", "SET"), ("P1", "GET"), ("P128", "SET"), ("P128", "GET")), 1.0, True),
-    Target("-P 1: proxy CPU per request", "cpu_ratio", (("P1", "SET"), ("P1", "GET")), 1.1, False),
-    Target("bandwidth, MB/s", "mb_per_s_ratio", (("bandwidth", "push"), ("bandwidth", "pull")), 1.0, True),
-)
-TARGETED = ("evio",)  # the targets are for the evio proxy on CPython
 
 
 @dataclass(frozen=True)
@@ -179,7 +143,6 @@ class Contender:
     argv: list[str]
     loop: str = ""  # the event loop, for the report
     env: dict[str, str] = field(default_factory=dict)
-    targeted: bool = False
     default: bool = True
     description: dict[str, str] = field(default_factory=dict)
 
@@ -216,7 +179,7 @@ def find_contenders(wanted: Sequence[str] | None, *, checks: bool) -> tuple[list
     every = [
         Contender("direct", "direct (no proxy)", [], loop="—"),
         Contender("haproxy", "HAProxy", ["haproxy", "-f", "{config}", "-db"], loop="epoll, nbthread 1"),
-        Contender("evio", "evio proxy (CPython)", [python, *evio], loop="evio epoll", targeted=True),
+        Contender("evio", "evio proxy (CPython)", [python, *evio], loop="evio epoll"),
         Contender(
             "evio-pypy",
             "evio proxy (PyPy)",
@@ -427,6 +390,23 @@ class TransferSample(Sample):
     def cpu_seconds_per_gib(self) -> float:
         return self.cpu_seconds / self.requests * (1 << 30)
 
+    def brief(self) -> str:
+        return f"{self.mb_per_s:,.0f} MB/s {self.cpu_seconds_per_gib:.2f}s/GiB"
+
+    @classmethod
+    def figures(cls, runs: Sequence[Sample], ref: Sequence[Sample]) -> dict[str, Any]:
+        """A proxy's figures for one direction: medians over rounds, and ratios to HAProxy's paired by round."""
+        mb_per_s = [s.rps / 1e6 for s in runs]
+        return {
+            "mb_per_s": median(mb_per_s),
+            "mb_per_s_spread": spread(mb_per_s),
+            "mb_per_s_ratio": median([s.rps / r.rps for s, r in zip(runs, ref)]),
+            "cpu_seconds_per_gib": median([s.cpu_seconds / s.requests * (1 << 30) for s in runs]),
+            "cpu_ratio": median([s.cpu_seconds / r.cpu_seconds for s, r in zip(runs, ref)]),
+            "server_busy": median([s.server_busy for s in runs]),
+            **disturbance_figures(runs),
+        }
+
 
 def measure_transfer(
     server: ServerProcess, direction: str, nbytes: int, source: Path, pinning: Pinning, mine: Sequence[int]
@@ -490,427 +470,6 @@ def write_config(workdir: Path, port: int, backend: int, *, checks: bool) -> Pat
     return path
 
 
-# -- figures and targets ----------------------------------------------------------------------------------------
-
-
-def transfer_figures(runs: Sequence[TransferSample], ref: Sequence[TransferSample]) -> dict[str, Any]:
-    """A proxy's figures for one direction: medians over rounds, and ratios to HAProxy's paired by round."""
-    return {
-        "mb_per_s": median([s.mb_per_s for s in runs]),
-        "mb_per_s_spread": spread([s.mb_per_s for s in runs]),
-        "mb_per_s_ratio": median([s.rps / r.rps for s, r in zip(runs, ref)]),
-        "cpu_seconds_per_gib": median([s.cpu_seconds_per_gib for s in runs]),
-        "cpu_ratio": median([s.cpu_seconds / r.cpu_seconds for s, r in zip(runs, ref)]),
-        "server_busy": median([s.server_busy for s in runs]),
-        "others_cpu_share": median([s.disturbance for s in runs]),
-        "steal_share": median([s.steal_seconds / s.wall_seconds for s in runs]),
-    }
-
-
-def summarize(
-    contenders: Sequence[Contender],
-    loads: Sequence[Load],
-    samples: dict[str, dict[str, dict[str, list[Sample]]]],
-    transfers: dict[str, dict[str, list[TransferSample]]],
-    memory: dict[str, list[dict[str, int]]],
-    peaks: dict[str, dict[str, int]],
-) -> dict[str, Any]:
-    """Per proxy: figures for every test (by group: load key, or "bandwidth"), memory; then the targets."""
-    per_server: dict[str, Any] = {}
-    for c in contenders:
-        tests: dict[str, dict[str, Any]] = {}
-        for load in loads:
-            names = (CONNECT_TEST,) if isinstance(load, ShortLoad) else TESTS
-            tests[load.key] = {
-                t: run_figures(samples[c.key][load.key][t], samples[REFERENCE][load.key][t]) for t in names
-            }
-        tests["bandwidth"] = {d: transfer_figures(transfers[c.key][d], transfers[REFERENCE][d]) for d in DIRECTIONS}
-        mem = memory[c.key]
-        per_server[c.key] = {
-            "tests": tests,
-            "memory": {
-                name: median([m[name] for m in mem]) for name in ("rss_start_kib", "rss_idle_kib", "peak_idle_kib")
-            },
-            "peak_rss": peaks.get(c.key, {}),
-        }
-    return {"servers": per_server, "targets": check_targets(contenders, per_server)}
-
-
-def check_targets(contenders: Sequence[Contender], per_server: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each target, per targeted proxy and test: {"server", "target", "group", "test", "value", "met"}."""
-    checks: list[dict[str, Any]] = []
-    for c in contenders:
-        if not c.targeted:
-            continue
-        for target in TARGETS:
-            for group, test in target.cases:
-                value = per_server[c.key]["tests"][group][test][target.figure]
-                checks.append(
-                    {
-                        "server": c.key,
-                        "target": target.label,
-                        "group": group,
-                        "test": test,
-                        "value": value,
-                        "met": target.met(value),
-                    }
-                )
-    return checks
-
-
-# -- report -----------------------------------------------------------------------------------------------------
-
-
-def _mib(kib: float) -> str:
-    return f"{kib / 1024:.1f} MiB"
-
-
-def _case(group: str, test: str, loads: Sequence[Load]) -> str:
-    """A test's name in a report: '-P 1 SET', 'client → backend'."""
-    if group == "bandwidth":
-        return DIRECTION_LABELS[test]
-    load = next(load for load in loads if load.key == group)
-    return f"-k 0 {test}" if isinstance(load, ShortLoad) else f"-P {load.pipeline} {test}"
-
-
-NOTES = (
-    "Measured: redis-benchmark's requests/s for SET and GET (its defaults: a 3-byte value, one key) through "
-    "each proxy to one redis-server, with 50 clients at -P 1 and -P 128, and with -k 0 (a new connection per "
-    "request: connections/s); the proxy's CPU time (user + system, from the schedstat run time of its threads "
-    "in /proc, in ns) over each run, divided by the requests; the rate of a 1 GiB transfer each way through "
-    "the proxy, timed by the client from its request to the last byte (or the backend's acknowledgement); "
-    "resident memory (VmRSS, VmHWM).",
-    "Where things run: each proxy alone on the first CPU; redis-server, the bulk peer and the load generator "
-    "together on the second. With two CPUs there is no better place for the backend: on the proxy's CPU it "
-    "would take the proxy's time. So the second CPU does the load generator's and the backend's work for "
-    "every proxy alike, and when it is the bottleneck (see 'Who limits whom') requests/s bunch together and the "
-    "proxy's CPU per request is the fairer figure. The direct row is the same load with no proxy: its CPU "
-    "figure is redis-server's own (or the bulk peer's).",
-    "The bulk peer and client are Python processes that keep bytes in the kernel (sendfile from a file in the "
-    "page cache, splice into /dev/null), so that they cost little of the second CPU; the proxies read every "
-    "byte into user space and write it out again (HAProxy's splicing is off by default, and left off).",
-    "Proxy CPU time leaves out the kernel's network work done in softirqs and kernel threads (charged to no "
-    "process; on loopback, the receiving side's TCP work), as in the other benchmarks; it follows the packets "
-    "sent.",
-    "Not measured: more than one backend, balancing, health-check failures, TLS, the PROXY protocol header, "
-    "latency percentiles, real network cards, clients on another machine, more than one proxy core.",
-    "PyPy runs after a warm-up pass (every test once, unmeasured, given to every proxy alike), so its JIT has "
-    "compiled the hot paths. Its memory includes the JIT and a large GC nursery.",
-    "A shared, virtual 2-CPU machine is noisy: figures move from round to round (the ± figures); ratios, "
-    "measured side by side within a round, move less. Runs during which other people's processes used more "
-    "than a set share of a CPU were measured again; the header says how many.",
-)
-
-
-# Where the evio proxy's time goes, from a profile taken apart from the runs (so the report can say why, not
-# only how much): perf (cpu-clock), strace -c and cProfile on the proxy under the same loads, same machine.
-PROFILE = (
-    "Profiled on 2026-12-02 at commit 8072b13 (perf, strace -c and cProfile on the proxy under the same loads, "
-    "not during the measured runs), CPython 3.11:",
-    "-P 1: both proxies make the same system calls per request (two recvfrom, two sendto, and one epoll_wait "
-    "for about 50 events). perf put the evio proxy's CPU per request at 51 µs against HAProxy's 27: in the "
-    "kernel 32 µs against 24, in user space 19 µs (libpython, a third of its time) against 4 (HAProxy's own "
-    "code and libc, an eighth). Each chunk "
-    "forwarded runs about 22 calls, 12 of them Python functions: the loop's read, `Proxy.data`, `Conn.write`, "
-    "the loop's `_write` and its checks, and the `postwrite` event, which the proxy overrides (to resume a "
-    "paused side), so evio calls it after every write, paused or not.",
-    "-k 0: a short connection costs the evio proxy about 30 system calls against HAProxy's 19 (7 epoll_ctl "
-    "against 3, 6 recvfrom against 4, and getsockname, getpeername, ioctl and getsockopt calls HAProxy does not "
-    "make) and about 360 Python calls: accepting, dialling (the backend's address parsed again and passed "
-    "through getaddrinfo on every dial), the connection state machine (whose Enum states are hashed in "
-    "Python), three timers, and the graceful close of both sides. Half of its CPU time is then in libpython.",
-    "-P 128 and bandwidth (not profiled): a read carries kilobytes (about 128 requests) to 64 KiB, so the "
-    "Python run per event is spread over many requests or bytes. In bandwidth the evio proxy reads up to 64 KiB "
-    "per event where HAProxy's default buffers hold 16 KiB, likely why it keeps up there. It copies each chunk "
-    "once more than it needs to (it does not ask evio for `reuse_input_buffer`, so every read becomes a new "
-    "bytes object).",
-)
-
-
-def limits_paragraph(summary: dict[str, Any], contenders: Sequence[Contender], loads: Sequence[Load]) -> list[str]:
-    """Who was the bottleneck in each test: each proxy's CPU busy share (near 100%: the proxy)."""
-    groups = [(load.key, (CONNECT_TEST,) if isinstance(load, ShortLoad) else TESTS) for load in loads]
-    groups.append(("bandwidth", DIRECTIONS))
-    rows = []
-    for c in contenders:
-        if not c.is_proxy:
-            continue
-        cells = [c.label]
-        for group, names in groups:
-            cells += [f"{summary[c.key]['tests'][group][t]['server_busy']:.0%}" for t in names]
-        rows.append(cells)
-    headers = ["proxy", *[_case(g, t, loads) for g, names in groups for t in names]]
-    return [
-        "## Who limits whom",
-        "",
-        "The share of each run's wall time the proxy spent on its CPU: near 100%, the proxy was the bottleneck; "
-        "well below, the other CPU (load generator and backend) was, or the round trips were.",
-        "",
-        markdown_table(headers, rows, right=tuple(range(1, len(headers)))),
-        "",
-    ]
-
-
-def render_markdown(report: dict[str, Any], contenders: Sequence[Contender], loads: Sequence[Load]) -> str:
-    """The report as Markdown: setup, targets, one section per test, memory, and what was and was not measured."""
-    meta = report["meta"]
-    summary = report["summary"]["servers"]
-    labels = {c.key: c.label for c in contenders}
-    met_by = {(t["server"], t["group"], t["test"], t["target"]): t["met"] for t in report["summary"]["targets"]}
-
-    def marks(key: str, group: str, test: str, figure: str) -> str:
-        found = [
-            met_by[(key, group, test, t.label)]
-            for t in TARGETS
-            if t.figure == figure and (group, test) in t.cases and (key, group, test, t.label) in met_by
-        ]
-        return "".join(f" {check_mark(m)}" for m in found)
-
-    checks = "every 2 s on both (HAProxy `check inter 2s rise 2 fall 3`, evio `--check-interval 2`)"
-    out = [
-        "# TCP load-balancer benchmark: the evio proxy against HAProxy",
-        "",
-        run_on(meta) + f"{meta['rounds']} round{'s' if meta['rounds'] != 1 else ''}, interleaved "
-        "(every test through every proxy in turn, in a rotated order); figures are medians over rounds; a ratio "
-        "is the median over rounds of the proxy's figure divided by HAProxy's in the same round. "
-        f"Pinning: {meta['pinning']}. Backend: {meta['backend']}, one for all. Load generator: "
-        f"{meta['redis_benchmark']}, {CLIENTS} clients, on loopback. Health checks: "
-        + (
-            checks
-            if meta["checks"]
-            else "off on both (HAProxy's server line has no `check`; evio `--check-interval 0`)"
-        )
-        + f". Code measured: commit {meta['revision']}.",
-        "",
-        shared_machine(meta),
-        "",
-    ]
-    if meta["quick"]:
-        out += ["**Quick run** (`--quick`): short runs, one round; a smoke test, not a result.", ""]
-    out += servers_section(report, labels, (("runs on", "software"), ("event loop", "loop")), title="Proxies")
-    out += [
-        "HAProxy's configuration (BACKEND is redis-server's port, or the bulk peer's):",
-        "",
-        "```",
-        haproxy_config("PORT", "BACKEND", checks=meta["checks"]).rstrip(),
-        "```",
-        "",
-    ]
-
-    rows = []
-    for c in contenders:
-        if not c.targeted:
-            continue
-        for target in TARGETS:
-            got = [t for t in report["summary"]["targets"] if t["server"] == c.key and t["target"] == target.label]
-            hits = sum(t["met"] for t in got)
-            misses = ", ".join(f"{_case(t['group'], t['test'], loads)} {t['value']:.2f}x" for t in got if not t["met"])
-            result = f"{check_mark(hits == len(got))} {hits} of {len(got)} met" + (
-                f" (missed: {misses})" if misses else ""
-            )
-            rows.append([c.label, target.label, result])
-    out += [
-        "## Targets",
-        "",
-        markdown_table(["proxy", "target", "result"], rows),
-        "",
-        "The targets are for the evio proxy on CPython; PyPy's ratios are in the tables below. Connection rate "
-        "and memory have no target.",
-        "",
-    ]
-
-    request_loads = [load for load in loads if not isinstance(load, ShortLoad)]
-    cases = [(load.key, t) for load in request_loads for t in TESTS]
-    headers = ["proxy", *[_case(g, t, loads) for g, t in cases]]
-    rps_rows, cpu_rows = [], []
-    for c in contenders:
-        rps_cells, cpu_cells = [c.label], [c.label]
-        for group, test in cases:
-            f = summary[c.key]["tests"][group][test]
-            rps_cells.append(
-                f"{short_rps(f['rps'])} ±{f['rps_spread'] * 100:.0f}% ({f['rps_ratio']:.2f}x)"
-                + marks(c.key, group, test, "rps_ratio")
-            )
-            cpu_cells.append(
-                f"{f['cpu_us_per_request']:.2f} µs ({f['cpu_ratio']:.2f}x)" + marks(c.key, group, test, "cpu_ratio")
-            )
-        rps_rows.append(rps_cells)
-        cpu_rows.append(cpu_cells)
-    right = tuple(range(1, len(headers)))
-    out += [
-        f"## Request rate: redis-benchmark -t set,get, {CLIENTS} clients",
-        "",
-        "Requests/s (± half the range over rounds) and the ratio to HAProxy:",
-        "",
-        markdown_table(headers, rps_rows, right=right),
-        "",
-        "CPU µs per request of the proxy (for the direct row: of redis-server) and the ratio to HAProxy's:",
-        "",
-        markdown_table(headers, cpu_rows, right=right),
-        "",
-    ]
-    every = [summary[c.key]["tests"][g][t] for c in contenders for g, t in cases]
-    out += [
-        f"Processes outside the benchmark used {median([f['others_cpu_share'] for f in every]):.0%} of a CPU during "
-        f"these runs (median; {max(f['others_cpu_share'] for f in every):.0%} in the worst test's median), the "
-        f"hypervisor took {median([f['steal_share'] for f in every]):.0%}.",
-        "",
-    ]
-
-    for load in loads:
-        if not isinstance(load, ShortLoad):
-            continue
-        rows = []
-        for c in contenders:
-            f = summary[c.key]["tests"][load.key][CONNECT_TEST]
-            rows.append(
-                [
-                    c.label,
-                    f"{f['rps']:,.0f} ±{f['rps_spread'] * 100:.0f}%",
-                    f"{f['rps_ratio']:.2f}x",
-                    f"{f['cpu_us_per_request']:.1f} µs",
-                    f"{f['cpu_ratio']:.2f}x",
-                ]
-            )
-        out += [
-            f"## Connection rate: redis-benchmark -t {CONNECT_TEST.lower()} {load.label}",
-            "",
-            f"{load.requests:,} connections per run, each sending one {CONNECT_TEST} and closing after its reply.",
-            "",
-            markdown_table(
-                ["proxy", "connections/s", "vs HAProxy", "CPU per connection", "vs HAProxy"], rows, right=(1, 2, 3, 4)
-            ),
-            "",
-        ]
-
-    size = meta["transfer_bytes"]
-    rows = []
-    for c in contenders:
-        cells = [c.label]
-        for d in DIRECTIONS:
-            f = summary[c.key]["tests"]["bandwidth"][d]
-            cells += [
-                f"{f['mb_per_s']:,.0f} MB/s ±{f['mb_per_s_spread'] * 100:.0f}%",
-                f"{f['mb_per_s_ratio']:.2f}x" + marks(c.key, "bandwidth", d, "mb_per_s_ratio"),
-            ]
-        cells.append(
-            " / ".join(f"{summary[c.key]['tests']['bandwidth'][d]['cpu_seconds_per_gib']:.2f} s" for d in DIRECTIONS)
-        )
-        peak = summary[c.key]["peak_rss"]
-        cells += [_mib(peak["start_kib"]), _mib(peak["peak_kib"])] if c.is_proxy and peak else ["—", "—"]
-        rows.append(cells)
-    out += [
-        f"## Bandwidth: {size / (1 << 30):g} GiB each way",
-        "",
-        f"One connection; {size / (1 << 30):g} GiB pushed from the client to the bulk peer, then "
-        f"{size / (1 << 30):g} GiB pulled back, through a proxy of each kind that serves only these transfers "
-        "(its own instance, in front of the bulk peer). CPU per GiB is the proxy's (the direct row's: the bulk "
-        "peer's). Peak RSS is that proxy's VmHWM after every transfer of the run (warm-up included); RSS at start "
-        "is read when it first accepts.",
-        "",
-        markdown_table(
-            [
-                "proxy",
-                DIRECTION_LABELS["push"],
-                "vs HAProxy",
-                DIRECTION_LABELS["pull"],
-                "vs HAProxy",
-                "CPU per GiB (each way)",
-                "RSS at start",
-                "peak RSS",
-            ],
-            rows,
-            right=(1, 2, 3, 4, 5, 6, 7),
-        ),
-        "",
-    ]
-
-    idle = meta["idle_connections"]
-    rows = []
-    for c in contenders:
-        mem = summary[c.key]["memory"]
-        per_conn = (mem["rss_idle_kib"] - mem["rss_start_kib"]) / idle
-        rows.append([c.label, _mib(mem["rss_start_kib"]), _mib(mem["rss_idle_kib"]), f"{per_conn:.1f} KiB"])
-    out += [
-        f"## Memory: {idle:,} idle client connections ({2 * idle:,} sockets)",
-        "",
-        f"A fresh proxy of each kind; {idle:,} clients connect through it, each sends one PING and gets its PONG "
-        "from redis-server (so the proxy holds both sockets of every pair), then all stay open while the proxy's "
-        f"VmRSS is read. The direct row is a fresh redis-server holding {idle:,} clients.",
-        "",
-        markdown_table(
-            ["proxy", "RSS at start", f"RSS with {idle:,} clients", "per client"],
-            rows,
-            right=(1, 2, 3),
-        ),
-        "",
-    ]
-    out += limits_paragraph(summary, contenders, loads)
-    out += ["## What limits the evio proxy", "", PROFILE[0], "", *[f"- {line}" for line in PROFILE[1:]], ""]
-    out += ["## What was measured and what was not", "", *[f"- {line}" for line in NOTES], ""]
-    return "\n".join(out)
-
-
-def chart(report: dict[str, Any], contenders: Sequence[Contender], loads: Sequence[Load], path: Path) -> bool:
-    """Request and connection rates relative to HAProxy, proxy CPU per request, bandwidth, and memory."""
-    summary = report["summary"]["servers"]
-    cases = [(load.key, (CONNECT_TEST,) if isinstance(load, ShortLoad) else TESTS) for load in loads]
-    flat = [(g, t) for g, names in cases for t in names]
-    cats = [_case(g, t, loads) for g, t in flat]
-    nan = float("nan")
-
-    def proxy_only(c: Contender, values: list[float]) -> list[float]:
-        """A proxy's bars; none for the direct row (kept in the series so that colours match across panels)."""
-        return values if c.is_proxy else [nan] * len(values)
-
-    panels = [
-        Panel(
-            "Requests (connections at -k 0) per second relative to HAProxy (higher is better)",
-            "x HAProxy",
-            cats,
-            {c.label: [summary[c.key]["tests"][g][t]["rps_ratio"] for g, t in flat] for c in contenders},
-            reference=1.0,
-        ),
-        Panel(
-            "Proxy CPU per request (per connection at -k 0; lower is better)",
-            "µs",
-            cats,
-            {
-                c.label: proxy_only(c, [summary[c.key]["tests"][g][t]["cpu_us_per_request"] for g, t in flat])
-                for c in contenders
-            },
-            log=True,
-        ),
-        Panel(
-            f"Bandwidth, {report['meta']['transfer_bytes'] / (1 << 30):g} GiB each way (higher is better)",
-            "MB/s",
-            [DIRECTION_LABELS[d] for d in DIRECTIONS],
-            {c.label: [summary[c.key]["tests"]["bandwidth"][d]["mb_per_s"] for d in DIRECTIONS] for c in contenders},
-        ),
-        Panel(
-            "Proxy resident memory (lower is better)",
-            "MiB",
-            (f"{report['meta']['idle_connections']:,} idle clients", "peak, bandwidth test"),
-            {
-                c.label: proxy_only(
-                    c,
-                    [
-                        summary[c.key]["memory"]["rss_idle_kib"] / 1024,
-                        summary[c.key]["peak_rss"].get("peak_kib", nan) / 1024,
-                    ],
-                )
-                for c in contenders
-            },
-        ),
-    ]
-    return bar_chart(
-        path,
-        panels,
-        title="evio TCP proxy vs HAProxy (redis-benchmark and 1 GiB transfers through the proxy, loopback)",
-        note=chart_note(report["meta"]),
-    )
-
-
 # -- the run ----------------------------------------------------------------------------------------------------
 
 
@@ -947,10 +506,13 @@ def run(args: argparse.Namespace) -> int:
 
     nbytes = args.transfer_mib << 20
     warm_bytes = max(16 << 20, int(nbytes * args.warmup))
-    samples: dict[str, dict[str, dict[str, list[Sample]]]] = {
-        c.key: {load.key: {t: [] for t in (*TESTS, CONNECT_TEST)} for load in loads} for c in contenders
-    }
-    transfers: dict[str, dict[str, list[TransferSample]]] = {c.key: {d: [] for d in DIRECTIONS} for c in contenders}
+    by_key = {load.key: load for load in loads}
+    cases = [
+        Case((load.key, test), f"{load.label} {test}")
+        for load in loads
+        for test in ((CONNECT_TEST,) if isinstance(load, ShortLoad) else TESTS)
+    ]
+    cases += [Case(("bandwidth", d), DIRECTION_LABELS[d]) for d in DIRECTIONS]
     memory: dict[str, list[dict[str, int]]] = {c.key: [] for c in contenders}
     peaks: dict[str, dict[str, int]] = {}
     workdir = Path(tempfile.mkdtemp(prefix="evio-proxy-bench-"))
@@ -996,49 +558,34 @@ def run(args: argparse.Namespace) -> int:
                 )
             peaks[c.key] = {"start_kib": bulk_to[c.key].memory_kib()["VmRSS"]}
         mine = [s.pid for s in started]
-        # --wait-quiet is also the patience, in all, for waiting for quiet before measuring disturbed runs again.
-        disturbed = DisturbedRuns(mine, max_other=args.max_other, retries=args.retries, patience=args.wait_quiet)
-        busy_before = disturbed.wait_for_quiet(args.wait_quiet)
-        log(f"other processes used {busy_before:.0%} of a CPU before the run")
 
-        def requests(c: Contender, load: Load, test: str, n: int | None = None) -> Sample:
+        def measured(c: Contender, case: Case, warm: bool = False) -> Sample:
+            group, test = case.key
+            if group == "bandwidth":
+                n = warm_bytes if warm else nbytes
+                return measure_transfer(bulk_to[c.key], test, n, source, pinning, mine)
+            load = by_key[group]
+            n = max(1000, int(load.requests * args.warmup)) if warm else None
             return measure_requests(requests_to[c.key], load, test, pinning, mine, n)
 
-        def transfer(c: Contender, direction: str, n: int) -> TransferSample:
-            return measure_transfer(bulk_to[c.key], direction, n, source, pinning, mine)
-
-        log(f"warm-up: every test once through every proxy ({args.warmup:.0%} of a round's work)")
-        for load in loads:
-            for test in (CONNECT_TEST,) if isinstance(load, ShortLoad) else TESTS:
-                for c in contenders:
-                    requests(c, load, test, max(1000, int(load.requests * args.warmup)))
-        for direction in DIRECTIONS:
-            for c in contenders:
-                transfer(c, direction, warm_bytes)
-
-        for r in range(args.rounds):
-            order = rotated(contenders, r)
-            for load in loads:
-                for test in (CONNECT_TEST,) if isinstance(load, ShortLoad) else TESTS:
-                    line = []
-                    for c in order:
-                        s = disturbed.measure(f"{c.key} {test}", functools.partial(requests, c, load, test))
-                        samples[c.key][load.key][test].append(s)
-                        line.append(f"{c.key} {short_rps(s.rps)}/s {s.cpu_us_per_request:.2f}µs")
-                    log(f"round {r + 1}/{args.rounds} {load.label} {test}: " + ", ".join(line))
-            for direction in DIRECTIONS:
-                line = []
-                for c in order:
-                    t = disturbed.measure(f"{c.key} {direction}", functools.partial(transfer, c, direction, nbytes))
-                    transfers[c.key][direction].append(t)
-                    line.append(f"{c.key} {t.mb_per_s:,.0f} MB/s {t.cpu_seconds_per_gib:.2f}s/GiB")
-                log(f"round {r + 1}/{args.rounds} {DIRECTION_LABELS[direction]}: " + ", ".join(line))
+        def memory_round(r: int, order: list[Contender]) -> None:
             for c in order:
                 memory[c.key].append(measure_idle_memory(c, redis_port, pinning, args.idle, workdir, args.checks))
             log(
                 f"round {r + 1}/{args.rounds} memory with {args.idle:,} idle clients: "
-                + ", ".join(f"{key} {_mib(m[-1]['rss_idle_kib'])}" for key, m in memory.items())
+                + ", ".join(f"{key} {m[-1]['rss_idle_kib'] / 1024:.1f} MiB" for key, m in memory.items())
             )
+
+        rounds = run_rounds(
+            contenders,
+            cases,
+            measured,
+            rounds=args.rounds,
+            mine=mine,
+            disturbance=Disturbance.from_args(args),
+            warm=lambda c, case: measured(c, case, warm=True),
+            after_round=memory_round,
+        )
         for c in contenders:
             if c.is_proxy:
                 peaks[c.key]["peak_kib"] = bulk_to[c.key].memory_kib()["VmHWM"]
@@ -1048,12 +595,19 @@ def run(args: argparse.Namespace) -> int:
             server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    all_samples: list[Sample] = [
-        s for per in samples.values() for t in per.values() for runs in t.values() for s in runs
-    ]
-    all_samples += [s for per in transfers.values() for runs in per.values() for s in runs]
-    report: dict[str, Any] = {
+    per_server: dict[str, dict[str, Any]] = {}
+    for key, figures in summarize(rounds.samples, lambda case: REFERENCE).items():
+        mem = memory[key]
+        per_server[key] = {
+            "tests": figures,
+            "memory": {
+                name: median([m[name] for m in mem]) for name in ("rss_start_kib", "rss_idle_kib", "peak_idle_kib")
+            },
+            "peak_rss": peaks.get(key, {}),
+        }
+    result: dict[str, Any] = {
         "meta": {
+            "benchmark": "proxy",
             "date": datetime.date.today().isoformat(),
             "machine": machine_info(),
             "pinning": describe_pinning(pinning),
@@ -1067,14 +621,11 @@ def run(args: argparse.Namespace) -> int:
             "rounds": args.rounds,
             "quick": args.quick,
             "checks": args.checks,
+            "haproxy_config": haproxy_config("PORT", "BACKEND", checks=args.checks),
             "idle_connections": args.idle,
             "transfer_bytes": nbytes,
             "warmup_fraction": args.warmup,
-            "others_before": busy_before,
-            "max_other": args.max_other,
-            "retries": args.retries,
-            "runs_measured_again": disturbed.retried,
-            "runs_still_disturbed": disturbed.still_disturbed(all_samples),
+            **rounds.meta(),
             "loads": [
                 {
                     "key": load.key,
@@ -1091,24 +642,15 @@ def run(args: argparse.Namespace) -> int:
         },
         "servers": {c.key: {"label": c.label, **c.description} for c in contenders},
         "skipped": skipped,
-        "summary": summarize(contenders, loads, samples, transfers, memory, peaks),
-        "samples": {
-            key: {
-                lk: {t: [s.as_json() for s in runs] for t, runs in tests.items() if runs} for lk, tests in per.items()
-            }
-            for key, per in samples.items()
-        },
-        "transfer_samples": {
-            key: {d: [s.as_json() for s in runs] for d, runs in per.items()} for key, per in transfers.items()
-        },
+        "summary": {"servers": per_server},
+        "samples": samples_json(rounds.samples),
         "memory_samples": memory,
     }
     out = Path(args.out)
-    write_json(out / "proxy.json", report)
-    (out / "proxy.md").write_text(render_markdown(report, contenders, loads))
-    drawn = chart(report, contenders, loads, out / "proxy.png")
-    log(f"wrote {out / 'proxy.json'}, {out / 'proxy.md'}" + (f", {out / 'proxy.png'}" if drawn else ""))
-    print((out / "proxy.md").read_text())
+    write_json(out / "proxy.json", result)
+    written = report.render(out / "proxy.json")
+    log("wrote " + ", ".join(str(p) for p in [out / "proxy.json", *written]))
+    print(written[0].read_text())
     return 0
 
 

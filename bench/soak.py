@@ -40,7 +40,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Dict, List, Sequence
 
-from harness import BenchError, ServerProcess, free_port, log, machine_info, markdown_table, memory_kib, raise_fd_limit
+from harness import BenchError, ServerProcess, free_port, log, machine_info, memory_kib, raise_fd_limit
+from report import markdown_table
 
 REPO = Path(__file__).resolve().parent.parent
 #: Seconds allowed, after the clients leave, for the server's descriptors to come back to where they were.

@@ -1,4 +1,4 @@
-"""The benchmark harness's own pieces: output parsing, /proc readers, server processes, idle connections."""
+"""The benchmark harness's own pieces: output parsing, CPU and memory figures, server processes, idle connections."""
 
 from __future__ import annotations
 
@@ -10,29 +10,24 @@ from pathlib import Path
 
 import pytest
 from harness import (
-    CLOCK_TICKS,
     BenchError,
-    DisturbedRuns,
     Sample,
     ServerProcess,
+    compiled_build_problem,
     cpu_seconds,
     cpu_times,
     display_command,
     free_port,
     idle_connections,
-    markdown_table,
     memory_kib,
     others_cpu_seconds,
-    parse_proc_stat_cpus,
-    parse_proc_stat_ticks,
-    parse_proc_status_kib,
     process_cpu_seconds,
-    rotated,
     run_client,
-    run_figures,
     usable_cpus,
 )
-from redis_bench import Contender, make_loads, parse_benchmark_output
+from redis_bench import parse_benchmark_output
+from report import markdown_table
+from rounds import DisturbedRuns, rotated
 
 # What `redis-benchmark -t ping,set -q -P 16` printed, shortened: progress lines end in '\r', results in '\n'.
 PROGRESS = " " * 78
@@ -83,46 +78,21 @@ def test_benchmark_output_without_results_is_empty() -> None:
     assert parse_benchmark_output("WARNING: Could not fetch server CONFIG\nError: Server closed the connection\n") == {}
 
 
-def test_loads_follow_the_issue() -> None:
-    pipelined, single, many = make_loads(1000)
-    assert (pipelined.pipeline, pipelined.clients, single.pipeline, single.clients) == (128, 50, 1, 50)
-    assert (many.pipeline, many.clients) == (1, 1000)
-    assert pipelined.requests > single.requests == many.requests == 1000
-    argv = pipelined.argv(7000, "PING_MBULK")
-    assert argv[:5] == ["redis-benchmark", "-h", "127.0.0.1", "-p", "7000"]
-    assert argv[argv.index("-t") + 1] == "ping_mbulk" and argv[argv.index("-P") + 1] == "128"
-
-
-def test_contender_command_and_display() -> None:
-    c = Contender("redis", "redis-server", ["/usr/bin/redis-server", "--port", "{port}", "--save", ""])
-    assert c.command(6400) == ["/usr/bin/redis-server", "--port", "6400", "--save", ""]
-    assert c.display() == "redis-server --port PORT --save ''"
-
-
-def test_proc_stat_counts_fields_after_the_last_parenthesis() -> None:
-    # A command name may hold spaces and parentheses; utime and stime are fields 14 and 15.
-    fields = ["S", *[str(n) for n in range(4, 14)], "250", "50", *["0"] * 37]
-    assert parse_proc_stat_ticks("42 (odd) name (x)) " + " ".join(fields)) == 300
-    assert parse_proc_stat_ticks(Path("/proc/self/stat").read_text()) >= 0
-
-
-def test_proc_status_reads_sizes_in_kib() -> None:
-    sizes = parse_proc_status_kib("Name:\tpython\nVmHWM:\t   12288 kB\nVmRSS:\t   10240 kB\nThreads:\t1\n")
-    assert sizes == {"VmHWM": 12288, "VmRSS": 10240}
+def test_memory_and_cpu_figures_come_from_psutil_and_schedstat() -> None:
     mine = memory_kib(os.getpid())
     assert 0 < mine["VmRSS"] <= mine["VmHWM"]
+    times = cpu_times(usable_cpus())
+    assert times.busy > 0 and times.steal >= 0
+    assert (times - times).busy == 0
 
 
-def test_proc_stat_cpus_adds_busy_and_stolen_ticks_of_the_chosen_cpus() -> None:
-    text = (
-        "cpu  300 0 60 900 9 0 30 6 0 0\ncpu0 100 0 20 400 4 0 10 2 0 0\ncpu1 200 0 40 500 5 0 20 4 0 0\nintr 12345\n"
-    )
-    one = parse_proc_stat_cpus(text, [1])
-    assert (one.busy, one.steal) == (260 / CLOCK_TICKS, 4 / CLOCK_TICKS)
-    both = parse_proc_stat_cpus(text, [0, 1]) - parse_proc_stat_cpus(text, [0])
-    assert both.busy == pytest.approx(one.busy)
-    assert parse_proc_stat_cpus(text, []).busy == 0
-    assert cpu_times(usable_cpus()).busy > 0
+def test_a_compiled_build_is_checked_before_it_is_measured(tmp_path: Path) -> None:
+    missing = compiled_build_problem(str(tmp_path / "python"), ("evio.loop",), tmp_path)
+    assert "no compiled build at" in missing and "make compiled" in missing
+    # This interpreter imports evio from source (a .py file): not a compiled build.
+    interpreted = compiled_build_problem(sys.executable, ("json",), tmp_path)
+    assert "from source, not compiled" in interpreted
+    assert "cannot import" in compiled_build_problem(sys.executable, ("no_such_module_here",), tmp_path)
 
 
 def test_others_cpu_seconds_counts_processes_not_ours() -> None:
@@ -216,8 +186,8 @@ def test_sample_figures_keep_the_disturbance_last() -> None:
         "others_seconds",
         "steal_seconds",
     ]
-    figures = run_figures(runs, [Sample(100.0, 1.0, 100, 1.0)] * 2, errors=3)
-    assert list(figures)[-3:] == ["errors", "others_cpu_share", "steal_share"]
+    figures = Sample.figures(runs, [Sample(100.0, 1.0, 100, 1.0)] * 2)
+    assert list(figures)[-2:] == ["others_cpu_share", "steal_share"]
     assert (figures["rps"], figures["rps_spread"], figures["rps_ratio"], figures["cpu_ratio"]) == (150, 1 / 3, 1.5, 0.5)
 
 

@@ -16,7 +16,6 @@ from harness import Sample, free_port
 from proxy_bench import (
     CONNECT_TEST,
     DIRECTIONS,
-    TARGETS,
     TESTS,
     Contender,
     ShortLoad,
@@ -24,15 +23,15 @@ from proxy_bench import (
     _bulk_session,
     bulk_client,
     bulk_request,
-    check_targets,
     find_contenders,
     haproxy_config,
     make_loads,
     parse_args,
     parse_bulk_request,
-    render_markdown,
-    summarize,
 )
+from report import render_proxy
+from rounds import CaseKey, summarize
+from targets import TARGETS, check
 
 
 def test_haproxy_config_is_one_thread_tcp_with_the_proxys_timeouts() -> None:
@@ -164,55 +163,52 @@ SPEED = {"direct": 1.2, "haproxy": 1.0, "evio": 0.8, "evio-pypy": 1.1}  # reques
 COST = {"direct": 3.0, "haproxy": 5.0, "evio": 5.4, "evio-pypy": 4.0}  # CPU µs per request
 
 
-def fake_run() -> tuple[list[Contender], Any, dict[str, Any]]:
-    """Contenders, loads, and the summarize() arguments for two rounds of made-up samples."""
-    contenders = [
-        Contender(key, key, [] if key == "direct" else ["x"], targeted=key == "evio", description={}) for key in KEYS
-    ]
-    loads = make_loads(1000, 500)
-    samples: dict[str, dict[str, dict[str, list[Sample]]]] = {}
-    transfers: dict[str, dict[str, list[TransferSample]]] = {}
+def fake_summary() -> dict[str, Any]:
+    """The summary of two rounds of made-up samples, as the runner builds it."""
+    samples: dict[str, dict[CaseKey, list[Sample]]] = {}
     for key in KEYS:
         samples[key] = {}
-        for load in loads:
-            names = (CONNECT_TEST,) if isinstance(load, ShortLoad) else TESTS
-            samples[key][load.key] = {
-                t: [Sample(50_000 * SPEED[key] * (1 + r / 10), COST[key] * 0.1, 100_000, 2.0) for r in range(2)]
-                for t in names
-            }
-        transfers[key] = {
-            d: [TransferSample(1e9 * SPEED[key], 0.5 * COST[key] / 5, 1 << 30, 1.1, direction=d) for _ in range(2)]
-            for d in DIRECTIONS
+        for load in make_loads(1000, 500):
+            for t in (CONNECT_TEST,) if isinstance(load, ShortLoad) else TESTS:
+                samples[key][(load.key, t)] = [
+                    Sample(50_000 * SPEED[key] * (1 + r / 10), COST[key] * 0.1, 100_000, 2.0) for r in range(2)
+                ]
+        for d in DIRECTIONS:
+            samples[key][("bandwidth", d)] = [
+                TransferSample(1e9 * SPEED[key], 0.5 * COST[key] / 5, 1 << 30, 1.1, direction=d) for _ in range(2)
+            ]
+    per_server: dict[str, Any] = {}
+    for key, tests in summarize(samples, lambda case: "haproxy").items():
+        per_server[key] = {
+            "tests": tests,
+            "memory": {"rss_start_kib": 10_240, "rss_idle_kib": 20_480, "peak_idle_kib": 21_000},
+            "peak_rss": {} if key == "direct" else {"start_kib": 10_000, "peak_kib": 12_000},
         }
-    memory = {key: [{"rss_start_kib": 10_240, "rss_idle_kib": 20_480, "peak_idle_kib": 21_000}] for key in KEYS}
-    peaks = {key: {"start_kib": 10_000, "peak_kib": 12_000, "requests_peak_kib": 11_000} for key in KEYS[1:]}
-    return contenders, loads, {"samples": samples, "transfers": transfers, "memory": memory, "peaks": peaks}
+    return per_server
 
 
 def test_summary_ratios_and_targets() -> None:
-    contenders, loads, parts = fake_run()
-    summary = summarize(contenders, loads, **parts)
-    evio = summary["servers"]["evio"]["tests"]
+    summary = fake_summary()
+    evio = summary["evio"]["tests"]
     assert evio["P1"]["SET"]["rps_ratio"] == pytest.approx(0.8)
     assert evio["P1"]["GET"]["cpu_ratio"] == pytest.approx(5.4 / 5.0)
     assert evio["bandwidth"]["pull"]["mb_per_s"] == pytest.approx(800)
     assert evio["bandwidth"]["push"]["mb_per_s_ratio"] == pytest.approx(0.8)
-    assert summary["servers"]["haproxy"]["tests"]["connect"][CONNECT_TEST]["rps_ratio"] == pytest.approx(1.0)
-    checks = summary["targets"]
+    assert summary["haproxy"]["tests"]["connect"][CONNECT_TEST]["rps_ratio"] == pytest.approx(1.0)
+    checks = check("proxy", summary)
     assert {c["server"] for c in checks} == {"evio"}
-    assert len(checks) == sum(len(t.cases) for t in TARGETS)
-    by_figure = {(c["group"], c["test"], c["target"]): c["met"] for c in checks}
-    assert not by_figure[("P128", "GET", TARGETS[0].label)]  # 0.8x HAProxy's requests/s
-    assert by_figure[("P1", "SET", TARGETS[1].label)]  # 1.08x HAProxy's CPU: within 1.1x
-    assert check_targets(contenders[:2], summary["servers"]) == []
+    assert len(checks) == sum(len(t.cases) for t in TARGETS if t.benchmark == "proxy")
+    by_case = {(*c["case"], c["target"]): c["met"] for c in checks}
+    assert not by_case[("tests", "P128", "GET", "requests/s >= 1.0x HAProxy")]  # 0.8x HAProxy's requests/s
+    assert by_case[("tests", "P1", "SET", "-P 1: proxy CPU per request <= 1.1x HAProxy")]  # 1.08x: within 1.1x
+    assert check("proxy", {k: v for k, v in summary.items() if k != "evio"}) == []
 
 
 def test_report_renders_every_section_from_json() -> None:
-    contenders, loads, parts = fake_run()
-    for c in contenders:
-        c.description = {"software": f"{c.key} 1.0", "build": f"{c.key} build", "loop": "epoll", "command": "x"}
+    loads = make_loads(1000, 500)
     report = {
         "meta": {
+            "benchmark": "proxy",
             "date": "2026-12-02",
             "machine": {
                 "cpu_model": "Test CPU",
@@ -229,19 +225,35 @@ def test_report_renders_every_section_from_json() -> None:
             "rounds": 2,
             "quick": True,
             "checks": False,
+            "haproxy_config": haproxy_config("PORT", "BACKEND", checks=False),
             "idle_connections": 1000,
             "transfer_bytes": 1 << 30,
             "others_before": 0.01,
             "max_other": 0.2,
             "runs_measured_again": 3,
             "runs_still_disturbed": 0,
+            "loads": [
+                {
+                    "key": load.key,
+                    "label": load.label,
+                    "clients": load.clients,
+                    "pipeline": load.pipeline,
+                    "requests_per_test": load.requests,
+                    "keepalive": not isinstance(load, ShortLoad),
+                }
+                for load in loads
+            ],
+            "tests": list(TESTS),
         },
-        "servers": {c.key: {"label": c.label, **c.description} for c in contenders},
+        "servers": {
+            key: {"label": key, "software": f"{key} 1.0", "build": f"{key} build", "loop": "epoll", "command": "x"}
+            for key in KEYS
+        },
         "skipped": {"evio-stdlib": "not asked for"},
-        "summary": summarize(contenders, loads, **parts),
+        "summary": {"servers": fake_summary()},
     }
     report = json.loads(json.dumps(report))  # what the JSON file holds
-    text = render_markdown(report, contenders, loads)
+    text, chart = render_proxy(report)
     headings = ("## Proxies", "## Targets", "## Request rate", "## Connection rate", "## Bandwidth", "## Memory")
     for heading in (*headings, "## Who limits whom", "## What limits the evio proxy"):
         assert heading in text, heading
@@ -250,3 +262,4 @@ def test_report_renders_every_section_from_json() -> None:
     assert "✅ 2 of 2 met" in text  # CPU per request at -P 1: 1.08x
     assert "800 MB/s" in text and "20.0 MiB" in text and "10.2 KiB" in text
     assert "Not measured: evio-stdlib (not asked for)." in text
+    assert len(chart.panels) == 4
