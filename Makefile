@@ -8,7 +8,7 @@ PYPY_VENV := .venv-pypy
 # Besides the default python3 and PyPy, the suite runs on the oldest and the newest CPython we support.
 OTHER_PYTHONS ?= 3.9 3.13
 
-.PHONY: test check lint typecheck pytest pytest-pypy pytest-versions pytest-compiled compiled package docs fuzz soak soak-quick serve echo serve-http bench bench-redis bench-http bench-proxy bench-deps clean
+.PHONY: test check lint typecheck pytest pytest-pypy pytest-versions pytest-compiled compiled package docs fuzz soak soak-quick serve echo serve-http bench bench-redis bench-http bench-proxy bench-report bench-deps clean
 
 test: lint typecheck pytest pytest-pypy pytest-versions pytest-compiled package docs
 
@@ -135,6 +135,10 @@ bench-http: $(VENV)/.bench
 
 bench-proxy: $(VENV)/.bench
 	$(VENV)/bin/python bench/proxy_bench.py
+
+# Rebuild docs/bench's Markdown and charts from their JSON, without measuring.
+bench-report: $(VENV)/.bench
+	$(VENV)/bin/python bench/report.py docs/bench/redis.json docs/bench/http.json docs/bench/proxy.json
 
 bench-deps:
 	apt-get update -qq
