@@ -9,17 +9,12 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from conftest import ServerThread, TestEvents, open_fds, with_backend
+from support import Echo, ServerThread, open_fds, with_backend
 
 import evio
 from evio.addresses import parse
 
 Start = Callable[..., ServerThread]
-
-
-class Echo(TestEvents):
-    def data(self, conn: evio.Conn, data: bytes | memoryview | None) -> evio.events.DataResult:
-        return data
 
 
 # ---- parsing -------------------------------------------------------------

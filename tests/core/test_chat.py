@@ -17,7 +17,7 @@ import threading
 from typing import Any, Callable, Generic, TypeVar, Union
 
 import pytest
-from conftest import WAIT, ServerThread, TestEvents, local, recv_exactly, recv_until_closed, wait_for
+from support import WAIT, ServerThread, TestEvents, local, recv_exactly, recv_until_closed, wait_for
 
 import evio
 from evio.events import DataResult, OpenedResult

@@ -14,21 +14,22 @@ from collections.abc import Iterator
 from typing import Any, Callable, TypeVar, Union
 
 import pytest
-from conftest import (
+from support import (
     WAIT,
+    Echo,
     ServerThread,
     TestEvents,
+    have_ipv6_loopback,
     local,
     open_fds,
     recv_exactly,
     recv_until_closed,
+    use_backend,
     wait_for,
     with_backend,
 )
 
 import evio
-import evio.loop
-import evio.pollers
 from evio.events import DataResult, OpenedResult, TickResult
 
 Start = Callable[..., ServerThread]
@@ -104,13 +105,6 @@ class Dialer(TestEvents):
             if got == "closed" and c is conn:
                 err: BaseException | None = detail
                 return err
-
-
-class Echo(TestEvents):
-    """A peer for dials: echoes."""
-
-    def data(self, conn: evio.Conn, data: Data) -> DataResult:
-        return data
 
 
 def on_loop(server: evio.Server, fn: Callable[[], T]) -> T:
@@ -220,21 +214,6 @@ def pending(sock: socket.socket) -> bool:
     """Whether a non-blocking connect is still under way (neither connected nor failed)."""
     _, writable, _ = select.select([], [sock], [], 0)
     return not writable and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
-
-
-def use_backend(monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
-    """Make serve() use `backend` even with no address to carry `-net` (a loop that only dials out)."""
-    real = evio.pollers.make_poller
-    monkeypatch.setattr(evio.loop, "make_poller", lambda portable: real(portable or backend == "portable"))
-
-
-def have_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 def resolver_threads() -> set[threading.Thread]:

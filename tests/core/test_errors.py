@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Union
 
 import pytest
-from conftest import (
+from support import (
     WAIT,
     ServerThread,
     TestEvents,

@@ -10,7 +10,7 @@ import time
 from typing import Any, Callable, Union
 
 import pytest
-from conftest import (
+from support import (
     SMALL_WINDOW,
     WAIT,
     ServerThread,

@@ -8,7 +8,6 @@ import queue
 import select
 import socket
 import struct
-import subprocess
 import sys
 import textwrap
 import threading
@@ -16,9 +15,11 @@ import time
 from typing import Any, Callable, Union
 
 import pytest
-from conftest import (
+from support import (
     SMALL_WINDOW,
     WAIT,
+    Processes,
+    ServerProcess,
     ServerThread,
     TestEvents,
     cpu_seconds,
@@ -255,17 +256,13 @@ _EMFILE_SERVER = textwrap.dedent(
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_out_of_descriptors_pauses_accepting_without_spinning(backend: str) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _EMFILE_SERVER, local(backend), local(backend)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def test_out_of_descriptors_pauses_accepting_without_spinning(backend: str, processes: Processes) -> None:
+    argv = [sys.executable, "-c", _EMFILE_SERVER, local(backend), local(backend)]
+    proc = processes.add(ServerProcess(argv, ready=r"(\d+) (\d+)"))
+    assert proc.ready_match is not None
+    port, port2 = (int(p) for p in proc.ready_match.groups())
     clients: list[socket.socket] = []
     try:
-        assert proc.stdout is not None
-        port, port2 = (int(p) for p in proc.stdout.readline().split())
         first = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
         clients.append(first)
         first.sendall(b"a")
@@ -288,16 +285,9 @@ def test_out_of_descriptors_pauses_accepting_without_spinning(backend: str) -> N
             assert late.recv(1) == b"c"
         first.sendall(b"shutdown")
         assert recv_until_closed(first) == b"bye"
-        assert proc.wait(WAIT) == 0
-        assert proc.stderr is not None
-        log = proc.stderr.read()
+        assert proc.wait() == 0
+        log = proc.log()
         assert log.count("cannot accept") == 1, log
     finally:
         for c in clients:
             c.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()

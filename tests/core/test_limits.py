@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable, Union
 
 import pytest
-from conftest import WAIT, ServerThread, TestEvents, local, recv_exactly, with_backend
+from support import WAIT, ServerThread, TestEvents, local, recv_exactly, with_backend
 
 import evio
 from evio.addresses import parse

@@ -20,7 +20,7 @@ import time
 from typing import Callable, Union
 
 import pytest
-from conftest import WAIT, ServerThread, TestEvents, local, recv_exactly, recv_until_closed, wait_for
+from support import WAIT, ServerThread, TestEvents, local, recv_exactly, recv_until_closed, wait_for
 
 import evio
 import evio.loop

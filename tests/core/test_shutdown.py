@@ -9,27 +9,27 @@ import select
 import selectors
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 from typing import Any, Callable, Union
 
 import pytest
-from conftest import (
+from support import (
     WAIT,
+    Processes,
+    ServerProcess,
     ServerThread,
     TestEvents,
     local,
     open_fds,
     recv_exactly,
     recv_until_closed,
+    use_backend,
     wait_for,
 )
 
 import evio
-import evio.loop
-import evio.pollers
 from evio.events import DataResult, OpenedResult, TickResult
 
 Start = Callable[..., ServerThread]
@@ -71,12 +71,6 @@ class Echo(TestEvents):
         self.closed_count[conn.id] = self.closed_count.get(conn.id, 0) + 1
         self.closed_errors[conn.id] = err
         return None
-
-
-def use_backend(monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
-    """Make serve() use `backend` even with no address to carry `-net` (a loop that only dials out)."""
-    real = evio.pollers.make_poller
-    monkeypatch.setattr(evio.loop, "make_poller", lambda portable: real(portable or backend == "portable"))
 
 
 def stopped_for_good(server: evio.Server) -> None:
@@ -506,23 +500,11 @@ print("stopped", flush=True)
 """
 
 
-def test_shutdown_from_a_signal_handler_stops_an_idle_loop_at_once(backend: str) -> None:
+def test_shutdown_from_a_signal_handler_stops_an_idle_loop_at_once(backend: str, processes: Processes) -> None:
     """No tick, no traffic: the handler's shutdown() must interrupt the poll, which would otherwise resume."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _SIGNAL_SERVER, local(backend)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
-    )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "ready"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(WAIT) == 0
-        assert proc.stdout.read().strip() == "stopped"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+    argv = [sys.executable, "-c", _SIGNAL_SERVER, local(backend)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = processes.add(ServerProcess(argv, ready="ready", env=env))
+    assert proc.stdout() == "ready\n"
+    assert proc.stop(signal.SIGTERM) == 0, proc.describe()
+    assert proc.stdout() == "ready\nstopped\n"

@@ -19,7 +19,7 @@ import time
 from typing import Callable, Union
 
 import pytest
-from conftest import WAIT, ServerThread, TestEvents, local, recv_exactly, recv_until_closed
+from support import WAIT, ServerThread, TestEvents, local, recv_exactly, recv_until_closed
 
 import evio
 from evio.events import DataResult, OpenedResult

@@ -12,7 +12,7 @@ import time
 from typing import Any, Callable, TypeVar, Union
 
 import pytest
-from conftest import WAIT, ServerThread, TestEvents, local, recv_exactly
+from support import WAIT, ServerThread, TestEvents, local, recv_exactly
 
 import evio
 from evio.events import DataResult, OpenedResult, TickResult

@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Callable, Union
 
-from conftest import WAIT, ServerThread, TestEvents, local, recv_exactly, recv_until_closed, wait_for
+from support import WAIT, ServerThread, TestEvents, local, recv_exactly, recv_until_closed, wait_for
 
 import evio
 from evio.events import DataResult, OpenedResult, TickResult

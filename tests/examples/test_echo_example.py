@@ -2,67 +2,46 @@
 
 from __future__ import annotations
 
-import os
-import re
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Callable
 
 import pytest
-from conftest import WAIT, cpu_seconds, recv_exactly, recv_until_closed
 from echo_server import WELCOME
+from support import WAIT, Processes, ServerProcess, cpu_seconds, recv_exactly, recv_until_closed
 
 SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "echo_server.py"
 
 
-class EchoProcess:
+class EchoServer(ServerProcess):
+    """`examples/echo_server.py ARGS`, ready once it printed the line of its port (and of its unix socket)."""
+
     def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(SCRIPT), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        match = re.match(r"echo server started on port (\d+)", line)
-        assert match, f"unexpected first line {line!r}"
-        self.port = int(match.group(1))
-        self.lines = [line]
+        super().__init__([sys.executable, str(SCRIPT), *args], ready=r"echo server started on port (\d+)")
+        assert self.ready_match is not None
+        self.port = int(self.ready_match.group(1))
         if "--unix" in args:
-            self.lines.append(self.proc.stdout.readline())
+            self.wait_stdout(r"echo server started on unix socket .*")
+        self.lines = self.stdout().splitlines(keepends=True)
 
     def connect(self) -> socket.socket:
         s = socket.create_connection(("127.0.0.1", self.port), timeout=WAIT)
         assert recv_exactly(s, len(WELCOME)) == WELCOME
         return s
 
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(WAIT)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
-
 
 @pytest.fixture
-def echo() -> Iterator[type[EchoProcess]]:
-    started: list[EchoProcess] = []
-
-    class Tracked(EchoProcess):
-        def __init__(self, *args: str) -> None:
-            super().__init__(*args)
-            started.append(self)
-
-    yield Tracked
-    for p in started:
-        p.close()
+def echo(processes: Processes) -> Callable[..., EchoServer]:
+    """Start echo servers for one test; each is stopped when it ends."""
+    return lambda *args: processes.add(EchoServer(*args))
 
 
 @pytest.mark.parametrize("flags", [(), ("--stdlib",)])
-def test_welcome_echo_quit_shutdown(echo: type[EchoProcess], flags: tuple[str, ...]) -> None:
+def test_welcome_echo_quit_shutdown(echo: Callable[..., EchoServer], flags: tuple[str, ...]) -> None:
     server = echo("--port", "0", *flags)
     with server.connect() as a, server.connect() as b:
         a.sendall(b"hello\r\n")
@@ -71,10 +50,10 @@ def test_welcome_echo_quit_shutdown(echo: type[EchoProcess], flags: tuple[str, .
         assert recv_until_closed(a) == b"bye\n"
         b.sendall(b"shutdown\n")
         assert recv_until_closed(b) == b"shutting down\n"
-    assert server.proc.wait(WAIT) == 0
+    assert server.wait() == 0
 
 
-def test_unix_listener_trace_and_sigterm(echo: type[EchoProcess], tmp_path: Path) -> None:
+def test_unix_listener_trace_and_sigterm(echo: Callable[..., EchoServer], tmp_path: Path) -> None:
     path = tmp_path / "echo.sock"
     server = echo("--port", "0", "--unix", str(path), "--trace")
     assert server.lines[1].strip() == f"echo server started on unix socket {path}"
@@ -84,15 +63,13 @@ def test_unix_listener_trace_and_sigterm(echo: type[EchoProcess], tmp_path: Path
         assert recv_exactly(u, len(WELCOME)) == WELCOME
         u.sendall(b"over unix")
         assert recv_exactly(u, 9) == b"over unix"
-    os.kill(server.proc.pid, signal.SIGTERM)
-    assert server.proc.wait(WAIT) == 0
+    assert server.stop(signal.SIGTERM) == 0
     assert not path.exists()
-    assert server.proc.stderr is not None
-    log = server.proc.stderr.read()
+    log = server.log()
     assert "opened" in log and "9 bytes b'over unix'" in log
 
 
-def test_reuseport_lets_two_servers_share_a_port(echo: type[EchoProcess]) -> None:
+def test_reuseport_lets_two_servers_share_a_port(echo: Callable[..., EchoServer]) -> None:
     if not hasattr(socket, "SO_REUSEPORT"):
         pytest.skip("no SO_REUSEPORT here")
     first = echo("--port", "0", "--reuseport")
@@ -103,7 +80,7 @@ def test_reuseport_lets_two_servers_share_a_port(echo: type[EchoProcess]) -> Non
         assert c.recv(1) == b"x"
 
 
-def test_port_in_use_is_a_clear_error(echo: type[EchoProcess]) -> None:
+def test_port_in_use_is_a_clear_error(echo: Callable[..., EchoServer]) -> None:
     first = echo("--port", "0")
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--port", str(first.port)], capture_output=True, text=True, timeout=WAIT
@@ -114,14 +91,14 @@ def test_port_in_use_is_a_clear_error(echo: type[EchoProcess]) -> None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("flags", [(), ("--stdlib",)])
-def test_an_idle_server_uses_no_cpu(echo: type[EchoProcess], flags: tuple[str, ...]) -> None:
+def test_an_idle_server_uses_no_cpu(echo: Callable[..., EchoServer], flags: tuple[str, ...]) -> None:
     server = echo("--port", "0", *flags)
     clients = [server.connect() for _ in range(10)]
     try:
         time.sleep(0.3)
-        before = cpu_seconds(server.proc.pid)
+        before = cpu_seconds(server.pid)
         time.sleep(1.5)
-        assert cpu_seconds(server.proc.pid) - before <= 0.05
+        assert cpu_seconds(server.pid) - before <= 0.05
     finally:
         for c in clients:
             c.close()

@@ -21,7 +21,6 @@ import resource
 import select
 import selectors
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -35,9 +34,19 @@ from typing import Callable
 
 import h11
 import pytest
-from conftest import WAIT
-from test_http_protocol import Reply, read_replies
-from test_http_server import EXAMPLE, ServerProcess, limit_descriptors
+from support import (
+    HTTP_EXAMPLE,
+    WAIT,
+    HttpServer,
+    NotReady,
+    Processes,
+    Reply,
+    ServerProcess,
+    free_port,
+    limit_descriptors,
+    proc_status_kb,
+    read_replies,
+)
 
 NGINX = shutil.which("nginx")
 HELLO = b"hello, file\n"
@@ -113,71 +122,48 @@ http {{
 """
 
 
-class NginxProcess:
-    """nginx as one process (`master_process off`), so its pid is the one serving."""
+class Nginx(ServerProcess):
+    """nginx as one process (`master_process off`), so its pid is the one serving; ready once its port accepts."""
 
     def __init__(self, settings: Settings, root: Path, workdir: Path) -> None:
         assert NGINX is not None
-        workdir.mkdir()
-        self.workdir = workdir
         self.host = "127.0.0.1"
-        for _ in range(5):  # the free port picked may be taken before nginx binds it
-            with socket.socket() as probe:
-                probe.bind((self.host, 0))
-                self.port = probe.getsockname()[1]
-            conf = workdir / "nginx.conf"
-            conf.write_text(
-                NGINX_CONF.format(
-                    dir=workdir,
-                    port=self.port,
-                    root=root,
-                    directives=settings.nginx_directives(),
-                    autoindex="on" if settings.autoindex else "off",
-                    deny="" if settings.dotfiles else r"location ~ /\. { deny all; }",
-                    rlimit=f"worker_rlimit_nofile {settings.nofile};" if settings.nofile else "",
-                )
+        self.error_log = workdir / "error.log"
+        self.port = free_port(self.host)
+        conf = workdir / "nginx.conf"
+        conf.write_text(
+            NGINX_CONF.format(
+                dir=workdir,
+                port=self.port,
+                root=root,
+                directives=settings.nginx_directives(),
+                autoindex="on" if settings.autoindex else "off",
+                deny="" if settings.dotfiles else r"location ~ /\. { deny all; }",
+                rlimit=f"worker_rlimit_nofile {settings.nofile};" if settings.nofile else "",
             )
-            with open(workdir / "stderr.log", "wb") as err:
-                self.proc = subprocess.Popen(
-                    [NGINX, "-p", str(workdir), "-e", str(workdir / "error.log"), "-c", str(conf)],
-                    stdout=subprocess.DEVNULL,
-                    stderr=err,
-                    preexec_fn=limit_descriptors(settings.nofile),
-                )
-            if self._wait_until_accepting():
-                return
-            self.proc.wait(WAIT)
-        raise AssertionError(f"nginx did not start: {(workdir / 'error.log').read_text(errors='replace')}")
+        )
+        argv = [NGINX, "-p", str(workdir), "-e", str(self.error_log), "-c", str(conf)]
+        super().__init__(argv, port=self.port, host=self.host, preexec=limit_descriptors(settings.nofile))
 
-    def _wait_until_accepting(self) -> bool:
-        deadline = time.monotonic() + WAIT
-        while self.proc.poll() is None and time.monotonic() < deadline:
-            try:
-                socket.create_connection((self.host, self.port), timeout=WAIT).close()
-                return True
-            except ConnectionRefusedError:
-                time.sleep(0.01)
-        return False
+    def log(self) -> str:
+        return self.error_log.read_text(errors="replace") if self.error_log.exists() else ""
 
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
 
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(WAIT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+def start_nginx(settings: Settings, root: Path, workdir: Path) -> Nginx:
+    """nginx on a free port: tried again on another when the one picked was taken before nginx bound it."""
+    workdir.mkdir()
+    for _ in range(4):
+        try:
+            return Nginx(settings, root, workdir)
+        except NotReady:
+            pass  # it exited (the port was taken), or never accepted: another port
+    return Nginx(settings, root, workdir)
 
 
 class Peer:
     """The server under test: the example (on one backend) or nginx."""
 
-    def __init__(self, kind: str, process: ServerProcess | NginxProcess) -> None:
+    def __init__(self, kind: str, process: HttpServer | Nginx) -> None:
         self.kind = kind
         self.process = process
         self.host, self.port, self.pid = process.host, process.port, process.pid
@@ -239,7 +225,7 @@ def www(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def launch(target: str, tmp_path: Path, www: Path) -> Iterator[Callable[..., Peer]]:
+def launch(target: str, processes: Processes, tmp_path: Path, www: Path) -> Iterator[Callable[..., Peer]]:
     """Start the server under test with `Settings`; each is stopped after the test.
 
     The example must exit 0 and log nothing unless a test expects it to (`expect_log`).
@@ -251,11 +237,11 @@ def launch(target: str, tmp_path: Path, www: Path) -> Iterator[Callable[..., Pee
         settings = settings or Settings()
         n = len(started)
         if target == "nginx":
-            peer = Peer("nginx", NginxProcess(settings, www, tmp_path / f"nginx{n}"))
+            peer = Peer("nginx", processes.add(start_nginx(settings, www, tmp_path / f"nginx{n}")))
         else:
             backend = ["--stdlib"] if target == "portable" else []
             args = ["--root", str(www), *backend, *settings.flags()]
-            peer = Peer("evio", ServerProcess(args, tmp_path / f"server{n}.log", nofile=settings.nofile))
+            peer = Peer("evio", processes.add(HttpServer(args, nofile=settings.nofile)))
         started.append(peer)
         expected_logs[n] = expect_log
         return peer
@@ -263,9 +249,9 @@ def launch(target: str, tmp_path: Path, www: Path) -> Iterator[Callable[..., Pee
     yield start
     for n, peer in enumerate(started):
         code = peer.process.stop()
-        if isinstance(peer.process, ServerProcess):
-            log = peer.process.stderr()
-            assert code == 0, f"the server exited with {code}; stderr: {log}"
+        if isinstance(peer.process, HttpServer):
+            log = peer.process.log()
+            assert code == 0, f"the server exited with {code}: {peer.process.describe()}"
             if expected_logs[n]:
                 assert expected_logs[n] in log
             else:
@@ -545,14 +531,6 @@ def test_a_client_that_reads_steadily_is_not_cut_off(launch: Callable[..., Peer]
 RSS_LIMIT_KB = 64 * 1024
 
 
-def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 @EVIO_ONLY
 def test_pipelined_requests_for_a_file_do_not_amplify(launch: Callable[..., Peer], www: Path) -> None:
     """Five clients pipelining 200 requests for a 256 KiB file, and not reading: 250 MiB asked for
@@ -562,7 +540,7 @@ def test_pipelined_requests_for_a_file_do_not_amplify(launch: Callable[..., Peer
     (www / "quarter.bin").write_bytes(data)
     peer = launch()
     assert peer.request("/quarter.bin") == (200, data)  # in the page cache, and the code paths warm
-    baseline = rss_kb(peer.pid)
+    baseline = proc_status_kb(peer.pid, "VmRSS")
     clients = [peer.connect(rcvbuf=1 << 16) for _ in range(5)]
     try:
         for c in clients:
@@ -570,7 +548,7 @@ def test_pipelined_requests_for_a_file_do_not_amplify(launch: Callable[..., Peer
         peak = baseline
         until = time.monotonic() + 1.0
         while time.monotonic() < until:
-            peak = max(peak, rss_kb(peer.pid))
+            peak = max(peak, proc_status_kb(peer.pid, "VmRSS"))
             time.sleep(0.01)
         assert peak - baseline < RSS_LIMIT_KB, f"RSS grew by {(peak - baseline) // 1024} MiB"
         # Each answer comes, in order, when the client reads.
@@ -598,7 +576,7 @@ def test_pipelined_requests_for_a_file_do_not_amplify(launch: Callable[..., Peer
                 got += 1
                 conn.start_next_cycle()
                 ask()
-        peak = max(peak, rss_kb(peer.pid))
+        peak = max(peak, proc_status_kb(peer.pid, "VmRSS"))
         assert peak - baseline < RSS_LIMIT_KB, f"RSS grew by {(peak - baseline) // 1024} MiB"
     finally:
         for c in clients:
@@ -743,16 +721,16 @@ def test_dotfiles_allow(launch: Callable[..., Peer], exposed: Path) -> None:
     assert peer.request("/.git/config") == (200, b"[core]\n")
 
 
-def test_without_root_the_shipped_folder_is_served_never_the_current_one(tmp_path: Path) -> None:
+def test_without_root_the_shipped_folder_is_served_never_the_current_one(processes: Processes, tmp_path: Path) -> None:
     """`make serve-http` runs the example without --root: from a project's folder, it shows nothing of it."""
     project = tmp_path / "project"
     project.mkdir()
     (project / ".env").write_bytes(b"SECRET_KEY=hunter2\n")
     (project / "notes.txt").write_bytes(b"private notes\n")
-    server = ServerProcess([], tmp_path / "server.log", cwd=project)
+    server = processes.add(HttpServer([], cwd=project))
     try:
         peer = Peer("evio", server)
-        shipped = (EXAMPLE.parent / "www" / "index.html").read_bytes()
+        shipped = (HTTP_EXAMPLE.parent / "www" / "index.html").read_bytes()
         assert peer.request("/") == (200, shipped)
         assert peer.request("/index.html") == (200, shipped)
         assert peer.request("/notes.txt")[0] == 404
@@ -760,7 +738,7 @@ def test_without_root_the_shipped_folder_is_served_never_the_current_one(tmp_pat
         assert peer.request("/plaintext") == (200, b"Hello, World!")
     finally:
         assert server.stop() == 0
-    assert server.stderr() == ""
+    assert server.log() == ""
 
 
 @pytest.mark.parametrize(
@@ -775,6 +753,6 @@ def test_without_root_the_shipped_folder_is_served_never_the_current_one(tmp_pat
     ],
 )
 def test_bad_limits_are_refused(flag: str, value: str, message: str) -> None:
-    done = subprocess.run([sys.executable, str(EXAMPLE), flag, value], capture_output=True, timeout=WAIT * 2)
+    done = subprocess.run([sys.executable, str(HTTP_EXAMPLE), flag, value], capture_output=True, timeout=WAIT * 2)
     assert done.returncode == 2
     assert message.encode() in done.stderr and flag.encode() in done.stderr

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from minihttp.parser import MAX_HEAD, ProtocolError, Request, RequestParser
+from support import BAD
 
 Parsed = tuple[bytes, bytes, int, bool, bytes]
 
@@ -215,49 +216,6 @@ def test_any_split_of_valid_requests_parses_the_same(stream: tuple[bytes, list[P
     points = sorted({c % (len(data) + 1) for c in cuts})
     pieces = [data[a:b] for a, b in zip([0, *points], [*points, len(data)])]
     assert parse_pieces(pieces) == expected
-
-
-BAD = [
-    (b"GET /\r\n\r\n", 400),  # HTTP/0.9
-    (b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n", 400),
-    (b"GET / HTTP/1.1 \r\nHost: h\r\n\r\n", 400),
-    (b"G(T / HTTP/1.1\r\nHost: h\r\n\r\n", 400),
-    (b"GET /\x7f HTTP/1.1\r\nHost: h\r\n\r\n", 400),
-    (b"GET / HTTX/1.1\r\nHost: h\r\n\r\n", 400),
-    (b"GET / HTTP/1.10\r\nHost: h\r\n\r\n", 400),
-    (b"GET / HTTP/2.0\r\nHost: h\r\n\r\n", 505),
-    (b"GET / HTTP/0.9\r\nHost: h\r\n\r\n", 505),
-    (b"GET / HTTP/3\r\nHost: h\r\n\r\n", 505),
-    (b"GET / HTTP/1.1\r\n\r\n", 400),  # no Host
-    (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\nHost : h\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\nHost: h\r\n folded\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\nHost: h\r\nNo-Colon\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\nHost: h\r\n: empty-name\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\nHost: h\x00\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\nHost: h\rX: y\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\nHost: h\n\n", 400),
-    (b"GET / HTTP/1.1\r\nHost: h\nX: y\r\n\r\n", 400),
-    (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n", 400),
-    (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1,1\r\n\r\n", 400),
-    (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400),
-    (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
-    (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n", 400),
-    (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked,\r\n\r\n0\r\n\r\n", 400),
-    (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
-    (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
-    (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
-    (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n", 400),
-    (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0x1\r\n", 400),
-    (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1;\r\n", 400),
-    (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nabc\r\n", 400),
-    (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nbad trailer\r\n\r\n", 400),
-    (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + b"1" * 5000, 400),
-    (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1025\r\n\r\n", 413),
-    (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 123456789012345678901234567890\r\n\r\n", 413),
-    (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n" + b"a" * 1024 + b"\r\n1\r\n", 413),
-    (b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"a" * MAX_HEAD + b"\r\n\r\n", 431),
-]
 
 
 @pytest.mark.parametrize(("data", "status"), BAD, ids=[f"{s}-{i}" for i, (_, s) in enumerate(BAD)])

@@ -9,70 +9,11 @@ import math
 import os
 import socket
 import stat
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import h11
 import pytest
 from minihttp import CHUNK, LOW_WATER, OUTPUT_BOUND, App, HTTPConnection, Timeouts, Wait, parse_time
-
-GET_PLAINTEXT = b"GET /plaintext HTTP/1.1\r\nHost: h\r\n\r\n"
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-    informational: list[int] = field(default_factory=list)
-
-
-def read_replies(data: bytes, methods: list[str], *, closed: bool = False) -> list[Reply]:
-    """`data` parsed by h11 as the responses to requests of `methods`, in order.
-
-    Fails when bytes are left over, or (with `closed`) when the server did
-    not announce the close that it made.
-    """
-    conn = h11.Connection(h11.CLIENT)
-    conn.receive_data(data)
-    if closed:
-        conn.receive_data(b"")
-    replies: list[Reply] = []
-    for method in methods:
-        conn.send(h11.Request(method=method, target="/", headers=[("Host", "h")]))
-        conn.send(h11.EndOfMessage())
-        info: list[int] = []
-        head: h11.Response | None = None
-        body = b""
-        while True:
-            event = conn.next_event()
-            assert event is not h11.NEED_DATA, f"response {len(replies)} is incomplete"
-            if isinstance(event, h11.InformationalResponse):
-                info.append(event.status_code)
-            elif isinstance(event, h11.Response):
-                head = event
-            elif isinstance(event, h11.Data):
-                body += event.data
-            elif isinstance(event, h11.EndOfMessage):
-                break
-            else:
-                raise AssertionError(f"unexpected {event!r}")
-        assert head is not None
-        headers = {k.decode(): v.decode("latin-1") for k, v in head.headers}
-        replies.append(Reply(head.status_code, headers, body, info))
-        if conn.their_state is h11.MUST_CLOSE:
-            break
-        conn.start_next_cycle()
-    assert len(replies) == len(methods), f"{len(methods) - len(replies)} responses missing after a close"
-    if closed:
-        assert conn.their_state is h11.MUST_CLOSE, "the last response did not say Connection: close"
-    assert conn.trailing_data == (b"", closed)
-    return replies
-
-
-def one_reply(data: bytes, method: str = "GET") -> Reply:
-    [reply] = read_replies(data, [method])
-    return reply
+from support import GET_PLAINTEXT, one_reply, open_fds, pipelined, read_replies
 
 
 @pytest.fixture
@@ -117,33 +58,6 @@ def test_head_and_other_methods(app: App) -> None:
     r = one_reply(http.receive(b"POST /hello.txt HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nab"))
     assert (r.status, r.headers["allow"]) == (405, "GET, HEAD")
     assert not http.closing
-
-
-def pipelined(count: int) -> tuple[bytes, list[str], list[tuple[int, bytes]]]:
-    """`count` requests of several kinds, their methods, and the expected (status, body)."""
-    data = b""
-    methods: list[str] = []
-    expected: list[tuple[int, bytes]] = []
-    for i in range(count):
-        kind = i % 5
-        if kind == 0:
-            data += GET_PLAINTEXT
-            expected.append((200, b"Hello, World!"))
-        elif kind == 1:
-            data += b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n%d" % (len(str(i)), i)
-            expected.append((200, str(i).encode()))
-        elif kind == 2:
-            data += b"POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
-            data += b"1;ext=1\r\n%d\r\n0\r\nTrailer: t\r\n\r\n" % (i % 10)
-            expected.append((200, str(i % 10).encode()))
-        elif kind == 3:
-            data += b"HEAD /json HTTP/1.1\r\nHost: h\r\n\r\n"
-            expected.append((200, b""))
-        else:
-            data += b"GET /hello.txt HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
-            expected.append((200, b"hello, file\n"))
-        methods.append(["GET", "POST", "POST", "HEAD", "GET"][kind])
-    return data, methods, expected
 
 
 def test_100_pipelined_requests_are_answered_in_order(app: App) -> None:
@@ -224,10 +138,6 @@ def test_100_continue_is_not_sent_when_the_body_came_with_the_head(app: App) -> 
     http = HTTPConnection(app)
     out = http.receive(b"POST /echo HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nab")
     assert one_reply(out, "POST").informational == []
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 def big_file(app: App, name: str, size: int) -> bytes:

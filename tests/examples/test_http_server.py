@@ -11,8 +11,6 @@ import hashlib
 import http.client
 import io
 import os
-import resource
-import select
 import signal
 import socket
 import subprocess
@@ -27,92 +25,29 @@ from typing import Any, Callable
 
 import h11
 import pytest
-from conftest import WAIT
-from test_http_parser import BAD
-from test_http_protocol import Reply, pipelined, read_replies
-from test_http_static import ESCAPES, SECRET
+from support import (
+    BAD,
+    ESCAPES,
+    HTTP_EXAMPLE,
+    SECRET,
+    WAIT,
+    HttpServer,
+    Reply,
+    open_fds,
+    pipelined,
+    proc_status_kb,
+    read_replies,
+)
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "http_server.py"
 CURL = "/usr/bin/curl"
 HELLO = b"hello, file\n"
 
 
-def limit_descriptors(nofile: int | None) -> Callable[[], None] | None:
-    """A `preexec_fn` setting a child's soft and hard limit on descriptors to `nofile` (`None`: inherit)."""
-    if nofile is None:
-        return None
-    limit = nofile
-
-    def set_limit() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
-
-    return set_limit
-
-
-class ServerProcess:
-    """The example server in a child process, on a kernel-chosen port.
-
-    `nofile` sets the child's limit on descriptors; `cwd` the folder it starts in.
-    """
-
-    def __init__(self, args: list[str], log: Path, *, nofile: int | None = None, cwd: Path | None = None) -> None:
-        self.log = log
-        with open(log, "wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(EXAMPLE), "--port", "0", *args],
-                stdout=subprocess.PIPE,
-                stderr=err,
-                cwd=cwd,
-                preexec_fn=limit_descriptors(nofile),
-            )
-        assert self.proc.stdout is not None
-        self.stdout = self.proc.stdout
-        ready, _, _ = select.select([self.stdout], [], [], WAIT)
-        line = self.stdout.readline().decode() if ready else ""
-        prefix = "http server listening on "
-        assert line.startswith(prefix), f"no listening line, got {line!r}; stderr: {self.stderr()}"
-        self.addrs = line[len(prefix) :].strip().split(", ")
-        host, _, port = self.addrs[0].rpartition(":")
-        self.host = host
-        self.port = int(port)
-        #: Set by a test whose server is meant to log errors.
-        self.stderr_expected = False
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stderr(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def url(self, path: str) -> str:
-        return f"http://{self.host}:{self.port}{path}"
+class Server(HttpServer):
+    """The example, with raw clients whose responses h11 reads."""
 
     def client(self) -> Client:
         return Client(socket.create_connection((self.host, self.port), timeout=WAIT))
-
-    def status(self, field: str) -> int:
-        """A field of /proc/PID/status in kB, such as VmRSS."""
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-        raise AssertionError(f"no {field} in /proc/{self.pid}/status")
-
-    def open_fds(self) -> int:
-        return len(os.listdir(f"/proc/{self.pid}/fd"))
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        """Signal the server and wait for it; kill it if it does not stop."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(WAIT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.stdout.close()
-        return self.proc.returncode
 
 
 @pytest.fixture
@@ -124,29 +59,32 @@ def root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def start_http(backend: str, tmp_path: Path, root: Path) -> Iterator[Callable[..., ServerProcess]]:
+def start_http(backend: str, root: Path) -> Iterator[Callable[..., Server]]:
     """Start the example on the backend under test; every server is stopped
     after the test, and must then exit with 0 and have logged no error.
     """
-    started: list[ServerProcess] = []
+    started: list[Server] = []
 
-    def start(*args: str, nofile: int | None = None) -> ServerProcess:
+    def start(*args: str, nofile: int | None = None) -> Server:
         extra = ["--stdlib"] if backend == "portable" else []
-        log = tmp_path / f"server{len(started)}.log"
-        server = ServerProcess(["--root", str(root), *extra, *args], log, nofile=nofile)
+        server = Server(["--root", str(root), *extra, *args], nofile=nofile)
         started.append(server)
         return server
 
-    yield start
-    codes = [server.stop() for server in started]
-    for server, code in zip(started, codes):
-        assert code == 0, f"server exited with {code}; stderr: {server.stderr()}"
-        if not server.stderr_expected:
-            assert server.stderr() == "", "the server logged errors"
+    try:
+        yield start
+        codes = [server.stop() for server in started]
+        for server, code in zip(started, codes):
+            assert code == 0, f"server exited with {code}: {server.describe()}"
+            if not server.stderr_expected:
+                assert server.log() == "", "the server logged errors"
+    finally:
+        for server in started:
+            server.close()
 
 
 @pytest.fixture
-def server(start_http: Callable[..., ServerProcess]) -> ServerProcess:
+def server(start_http: Callable[..., Server]) -> Server:
     return start_http()
 
 
@@ -290,7 +228,7 @@ class RecordingHandler(urllib.request.HTTPHandler):
         return self.do_open(connection, req)
 
 
-def test_http_client_keep_alive(server: ServerProcess) -> None:
+def test_http_client_keep_alive(server: Server) -> None:
     conn = RecordingHTTPConnection(server.host, server.port, timeout=WAIT)
     seen: list[tuple[int, bytes]] = []
     try:
@@ -318,7 +256,7 @@ def test_http_client_keep_alive(server: ServerProcess) -> None:
         conn.close()
 
 
-def test_date_is_refreshed_by_tick(server: ServerProcess) -> None:
+def test_date_is_refreshed_by_tick(server: Server) -> None:
     with server.client() as c:
         first = c.request("/plaintext").headers["date"]
         deadline = time.monotonic() + 3
@@ -327,7 +265,7 @@ def test_date_is_refreshed_by_tick(server: ServerProcess) -> None:
             time.sleep(0.05)
 
 
-def test_urllib(server: ServerProcess) -> None:
+def test_urllib(server: Server) -> None:
     handler = RecordingHandler()
     opener = urllib.request.build_opener(handler)
     with opener.open(server.url("/hello.txt"), timeout=WAIT) as resp:
@@ -353,7 +291,7 @@ def curl(*args: str) -> bytes:
     return done.stdout
 
 
-def test_curl(server: ServerProcess, root: Path, tmp_path: Path) -> None:
+def test_curl(server: Server, root: Path, tmp_path: Path) -> None:
     [r] = read_replies(curl(server.url("/plaintext")), ["GET"])
     assert (r.status, r.body) == (200, b"Hello, World!")
     [r] = read_replies(curl("-I", server.url("/hello.txt")), ["HEAD"])
@@ -375,13 +313,13 @@ def test_curl(server: ServerProcess, root: Path, tmp_path: Path) -> None:
         assert (r.informational, r.status, r.body == upload.read_bytes()) == ([100], 200, True)
 
 
-def test_curl_reuses_a_connection(server: ServerProcess) -> None:
+def test_curl_reuses_a_connection(server: Server) -> None:
     out = curl("-v", server.url("/plaintext"), server.url("/json"), server.url("/hello.txt"))
     replies = read_replies(out, ["GET", "GET", "GET"])
     assert [r.body for r in replies] == [b"Hello, World!", b'{"message":"Hello, World!"}', HELLO]
 
 
-def test_100_pipelined_requests_sent_a_byte_at_a_time(server: ServerProcess, root: Path) -> None:
+def test_100_pipelined_requests_sent_a_byte_at_a_time(server: Server, root: Path) -> None:
     data, methods, expected = pipelined(100)
     with server.client() as c:
         c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -393,7 +331,7 @@ def test_100_pipelined_requests_sent_a_byte_at_a_time(server: ServerProcess, roo
         assert [(r.status, r.body) for r in (c.reply(m) for m in methods)] == expected
 
 
-def test_chunked_body_with_extensions_and_trailers(server: ServerProcess) -> None:
+def test_chunked_body_with_extensions_and_trailers(server: Server) -> None:
     with server.client() as c:
         c.send(
             b"POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -417,7 +355,7 @@ def test_chunked_body_with_extensions_and_trailers(server: ServerProcess) -> Non
         (b"GET /missing HTTP/1.1\r\nHost: h\r\nConnection: close\r\n", False),
     ],
 )
-def test_keep_alive_and_close(server: ServerProcess, request_head: bytes, kept: bool) -> None:
+def test_keep_alive_and_close(server: Server, request_head: bytes, kept: bool) -> None:
     with server.client() as c:
         c.send(request_head + b"\r\n")
         c.reply()
@@ -427,7 +365,7 @@ def test_keep_alive_and_close(server: ServerProcess, request_head: bytes, kept: 
             c.assert_closed()
 
 
-def test_bad_input_is_answered_and_closed_while_others_are_served(server: ServerProcess) -> None:
+def test_bad_input_is_answered_and_closed_while_others_are_served(server: Server) -> None:
     cases = [(data, status) for data, status in BAD if status != 413] + [
         (b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 16777217\r\n\r\n", 413),
         (b"POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1000001\r\n", 413),
@@ -445,7 +383,7 @@ def test_bad_input_is_answered_and_closed_while_others_are_served(server: Server
             assert bystander.request("/plaintext").status == 200
 
 
-def test_max_body(start_http: Callable[..., ServerProcess]) -> None:
+def test_max_body(start_http: Callable[..., Server]) -> None:
     server = start_http("--max-body", "10")
     with server.client() as c:
         c.send(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n0123456789")
@@ -455,7 +393,7 @@ def test_max_body(start_http: Callable[..., ServerProcess]) -> None:
         c.assert_closed()
 
 
-def test_paths_escaping_the_root(server: ServerProcess, root: Path) -> None:
+def test_paths_escaping_the_root(server: Server, root: Path) -> None:
     (root.parent / "secret.txt").write_bytes(SECRET)
     (root.parent / "secret").mkdir()
     (root.parent / "secret" / "secret.txt").write_bytes(SECRET)
@@ -470,7 +408,7 @@ def test_paths_escaping_the_root(server: ServerProcess, root: Path) -> None:
         assert c.request("/hello.txt").body == HELLO
 
 
-def test_unix_socket(start_http: Callable[..., ServerProcess], tmp_path: Path) -> None:
+def test_unix_socket(start_http: Callable[..., Server], tmp_path: Path) -> None:
     path = str(tmp_path / "http.sock")
     server = start_http("--unixsocket", path)
     assert server.addrs[1] == f"unix:{path}"
@@ -486,7 +424,7 @@ def test_unix_socket(start_http: Callable[..., ServerProcess], tmp_path: Path) -
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signals_stop_the_server_cleanly(server: ServerProcess, root: Path, sig: int) -> None:
+def test_signals_stop_the_server_cleanly(server: Server, root: Path, sig: int) -> None:
     with open(root / "big.bin", "wb") as f:
         f.truncate(64 << 20)
     with server.client() as idle, server.client() as streaming:
@@ -495,36 +433,36 @@ def test_signals_stop_the_server_cleanly(server: ServerProcess, root: Path, sig:
         assert streaming.sock.recv(1024).startswith(b"HTTP/1.1 200 OK\r\n")
         assert server.stop(sig) == 0
         assert idle.sock.recv(1024) == b""
-    assert server.stderr() == ""
+    assert server.log() == ""
 
 
 def test_bad_flags_are_reported() -> None:
     done = subprocess.run(
-        [sys.executable, str(EXAMPLE), "--root", "/no/such/folder"], capture_output=True, timeout=WAIT * 2
+        [sys.executable, str(HTTP_EXAMPLE), "--root", "/no/such/folder"], capture_output=True, timeout=WAIT * 2
     )
     assert done.returncode == 2
     assert b"/no/such/folder" in done.stderr
 
 
-def test_a_port_in_use_is_reported(server: ServerProcess) -> None:
+def test_a_port_in_use_is_reported(server: Server) -> None:
     done = subprocess.run(
-        [sys.executable, str(EXAMPLE), "--port", str(server.port)], capture_output=True, timeout=WAIT * 2
+        [sys.executable, str(HTTP_EXAMPLE), "--port", str(server.port)], capture_output=True, timeout=WAIT * 2
     )
     assert done.returncode == 1
     assert f"127.0.0.1:{server.port}".encode() in done.stderr
 
 
-def test_a_client_leaving_mid_stream_releases_the_file(server: ServerProcess, root: Path) -> None:
+def test_a_client_leaving_mid_stream_releases_the_file(server: Server, root: Path) -> None:
     with open(root / "big.bin", "wb") as f:
         f.truncate(256 << 20)
     with server.client() as c:
         c.request("/plaintext")
-        fds = server.open_fds()
+        fds = open_fds(server.pid)
         c.send(b"GET /big.bin HTTP/1.1\r\nHost: h\r\n\r\n")
         assert c.sock.recv(1 << 16).startswith(b"HTTP/1.1 200 OK")
-        assert server.open_fds() == fds + 1  # the file
+        assert open_fds(server.pid) == fds + 1  # the file
     deadline = time.monotonic() + WAIT
-    while server.open_fds() != fds - 1:  # the file and the connection are gone
+    while open_fds(server.pid) != fds - 1:  # the file and the connection are gone
         assert time.monotonic() < deadline, "the server kept the file or the connection"
         time.sleep(0.02)
     with server.client() as c:
@@ -535,7 +473,7 @@ GIB = 1 << 30
 RSS_LIMIT_KB = 64 * 1024
 
 
-def test_1gib_file_to_a_slow_reader_with_flat_memory(server: ServerProcess, root: Path) -> None:
+def test_1gib_file_to_a_slow_reader_with_flat_memory(server: Server, root: Path) -> None:
     path = root / "big.bin"
     marks = {0: b"first bytes", 123_456_789: b"a mark", GIB // 2: b"the middle", GIB - 9: b"last byte"}
     with open(path, "wb") as f:
@@ -551,11 +489,11 @@ def test_1gib_file_to_a_slow_reader_with_flat_memory(server: ServerProcess, root
     with server.client() as warm:
         warm.send(b"GET /big.bin HTTP/1.1\r\nHost: h\r\nRange: bytes=0-9999999\r\n\r\n")
         assert len(warm.reply().body) == 10_000_000
-    baseline = server.status("VmRSS")
+    baseline = proc_status_kb(server.pid, "VmRSS")
     peak = [baseline]
 
     def sample() -> None:
-        peak[0] = max(peak[0], server.status("VmRSS"))
+        peak[0] = max(peak[0], proc_status_kb(server.pid, "VmRSS"))
 
     got = hashlib.sha256()
     received = [0]
@@ -593,4 +531,4 @@ def test_1gib_file_to_a_slow_reader_with_flat_memory(server: ServerProcess, root
     assert other["plaintext"] == b"Hello, World!" and other["file"] == HELLO
     assert other["seconds"] < 2, f"a second client waited {other['seconds']:.1f} s"
     assert peak[0] - baseline < RSS_LIMIT_KB, f"RSS grew by {(peak[0] - baseline) // 1024} MiB"
-    assert server.status("VmHWM") - baseline < RSS_LIMIT_KB
+    assert proc_status_kb(server.pid, "VmHWM") - baseline < RSS_LIMIT_KB

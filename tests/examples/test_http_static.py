@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 from minihttp import App, HTTPConnection, static
-from test_http_protocol import Reply, one_reply, read_replies
+from support import ESCAPES, SECRET, Reply, one_reply, open_fds, read_replies
 
-SECRET = b"top secret, outside the root"
 TEXT = b"0123456789abcdefghij"
 
 
@@ -180,34 +179,6 @@ def test_missing_and_bad_targets(root: Path) -> None:
     assert get(root, "HTTP://example.com", autoindex=True).status == 200  # the root's listing
 
 
-ESCAPES = [
-    "/../secret.txt",
-    "/sub/../../secret.txt",
-    "/%2e%2e/secret.txt",
-    "/%2E%2E/secret.txt",
-    "/.%2e/secret.txt",
-    "/%2e%2e%2fsecret.txt",
-    "/..%2fsecret.txt",
-    "/sub%2f..%2f..%2fsecret.txt",
-    "/%252e%252e/secret.txt",
-    "/../secret/secret.txt",
-    "/..",
-    "/../",
-    "/%2e%2e",
-    "//../secret.txt",
-    "/..\\secret.txt",
-    "/text.txt%00.html",
-    "/%00",
-    "/sub/%00/../../secret.txt",
-    "http://h/../secret.txt",
-    "http://h/%2e%2e/secret.txt",
-    "/link-dir/secret.txt",
-    "/link-file.txt",
-    "/link-abs.txt",
-    "/link-dir/",
-]
-
-
 @pytest.mark.parametrize("target", ESCAPES)
 def test_paths_escaping_the_root_are_refused(root: Path, target: str) -> None:
     os.symlink("../secret", root / "link-dir")
@@ -328,12 +299,12 @@ def test_a_listing_stops_at_max_listing(root: Path, monkeypatch: pytest.MonkeyPa
 def test_a_connection_closed_mid_listing_releases_the_folder(root: Path) -> None:
     for i in range(static.LISTING_SLICE + 1):
         (root / "sub" / str(i)).write_bytes(b"")
-    fds = len(os.listdir("/proc/self/fd"))
+    fds = open_fds()
     http = HTTPConnection(App(str(root), autoindex=True))
     http.receive(b"GET /sub/ HTTP/1.1\r\nHost: h\r\n\r\n")
-    assert (http.working, len(os.listdir("/proc/self/fd"))) == (True, fds + 1)  # the folder, being read
+    assert (http.working, open_fds()) == (True, fds + 1)  # the folder, being read
     http.close()
-    assert not http.working and len(os.listdir("/proc/self/fd")) == fds
+    assert not http.working and open_fds() == fds
 
 
 def _failing(error: int) -> Any:

@@ -29,19 +29,35 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Callable, Dict, List, Tuple, Union
+from typing import Any, Callable, Dict, List, Tuple, Union
 
 import proxy as proxy_example
 import pytest
 import redis
-from conftest import SMALL_WINDOW, WAIT, ServerThread, TestEvents, recv_exactly, recv_until_closed, wait_for
+from support import (
+    EXAMPLES,
+    SMALL_WINDOW,
+    WAIT,
+    Addr,
+    Processes,
+    RedisClone,
+    ServerProcess,
+    ServerThread,
+    TestEvents,
+    clone_argv,
+    have_ipv6_loopback,
+    parse_addrs,
+    proc_status_kb,
+    recv_exactly,
+    recv_until_closed,
+    recv_until_end,
+    wait_for,
+)
 from tcplb import Backend, Balancer
 
 import evio
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "examples" / "proxy.py"
-REDIS_CLONE = REPO / "examples" / "redis_server.py"
+SCRIPT = EXAMPLES / "proxy.py"
 FLAVORS = ("epoll", "stdlib")
 #: What the proxy logs for each backend on SIGUSR1 (`Backend.describe`).
 STATS_LINE = re.compile(
@@ -49,7 +65,6 @@ STATS_LINE = re.compile(
 )
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 
-Addr = Union[Tuple[str, int], str]
 Start = Callable[..., "Proxy"]
 
 
@@ -64,38 +79,18 @@ def flavor(request: pytest.FixtureRequest) -> str:
 # ---- the proxy process ------------------------------------------------------------------------------
 
 
-class Proxy:
+class Proxy(ServerProcess):
     """`examples/proxy.py` as a subprocess, ready once it printed its listening line."""
 
-    def __init__(self, args: List[str], log: Path, flavor: str = "epoll") -> None:
+    def __init__(self, args: List[str], flavor: str = "epoll") -> None:
         if "--listen" not in args:
             args = ["--listen", "tcp://127.0.0.1:0", *args]
         if flavor == "stdlib":
             args = [*args, "--stdlib"]
         self.backends = args.count("--backend")
-        self.log_path = log
-        # A file, not a pipe: a chatty proxy never blocks on it. Closed by close().
-        self._log: IO[bytes] = open(log, "wb")  # noqa: SIM115
-        argv = [sys.executable, str(SCRIPT), *args]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL)
-        self.addrs: List[Addr] = []
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], WAIT * 2)
-        line = self.proc.stdout.readline().decode() if ready else ""
-        prefix = "proxy listening on "
-        if not line.startswith(prefix):
-            self.close()
-            raise AssertionError(f"{argv} did not start: {line!r}\n{self.log()}")
-        for where in line.strip()[len(prefix) :].split(", "):
-            if where.startswith("/"):
-                self.addrs.append(where)
-            else:
-                host, _, port = where.rpartition(":")
-                self.addrs.append((host.strip("[]"), int(port)))
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+        super().__init__([sys.executable, str(SCRIPT), *args], ready=r"proxy listening on (.+)", timeout=WAIT * 2)
+        assert self.ready_match is not None
+        self.addrs: List[Addr] = parse_addrs(self.ready_match.group(1))
 
     def connect(self, index: int = 0, *, source: str | None = None, rcvbuf: int | None = None) -> socket.socket:
         """A blocking client socket connected to listener `index`, with a timeout."""
@@ -106,7 +101,7 @@ class Proxy:
             s = socket.socket(socket.AF_INET6 if ":" in addr[0] else socket.AF_INET, socket.SOCK_STREAM)
         try:
             if rcvbuf is not None:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connecting: see conftest
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connecting: see ServerThread
             if source is not None:
                 s.bind((source, 0))
             s.settimeout(WAIT)
@@ -122,19 +117,10 @@ class Proxy:
         assert isinstance(addr, tuple)
         return addr
 
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def wait_log(self, text: str, count: int = 1) -> str:
-        """Wait until the log holds `text` (`count` times): health changes come when checks say so."""
-        wait_for(lambda: self.log().count(text) >= count, f"{text!r} in the proxy's log")
-        return self.log()
-
     def stats(self) -> Dict[str, Dict[str, Any]]:
         """SIGUSR1, then the lines it logged, by backend address."""
         before = len(STATS_LINE.findall(self.log()))
-        self.proc.send_signal(signal.SIGUSR1)
+        self.send_signal(signal.SIGUSR1)
         wait_for(lambda: len(STATS_LINE.findall(self.log())) >= before + self.backends, "SIGUSR1's log lines")
         lines = STATS_LINE.findall(self.log())[before:]
         assert len(lines) == self.backends, lines
@@ -163,41 +149,17 @@ class Proxy:
 
     def rss(self) -> int:
         """The process's resident memory in bytes, from /proc."""
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise AssertionError("no VmRSS in /proc/PID/status")
-
-    def stop(self, signum: int = signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signum)
-        return self.proc.wait(WAIT)
-
-    def close(self) -> None:
-        """Make sure the process is gone and its pipes are closed."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(WAIT)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self._log.close()
+        return proc_status_kb(self.pid, "VmRSS") * 1024
 
 
 @pytest.fixture
-def start_proxy(tmp_path: Path) -> Iterator[Start]:
+def start_proxy(processes: Processes) -> Start:
     """Start proxies for one test; each is stopped when the test ends."""
-    started: List[Proxy] = []
 
     def start(*args: str, flavor: str = "epoll") -> Proxy:
-        log = tmp_path / f"proxy{len(started)}.log"
-        proxy = Proxy(list(args), log, flavor)
-        started.append(proxy)
-        return proxy
+        return processes.add(Proxy(list(args), flavor))
 
-    yield start
-    for proxy in started:
-        proxy.close()
+    return start
 
 
 # ---- backends ---------------------------------------------------------------------------------------
@@ -347,59 +309,18 @@ def reset(sock: socket.socket) -> None:
     sock.close()
 
 
-def read_end(sock: socket.socket) -> bytes:
-    """Read until the peer ends the connection, whether with a FIN or a reset."""
-    chunks: List[bytes] = []
-    try:
-        while True:
-            chunk = sock.recv(1 << 16)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    except ConnectionResetError:
-        pass
-    return b"".join(chunks)
-
-
 # ---- Redis through the proxy: redis-cli and redis-py ------------------------------------------------
 
 
-class RedisClone:
-    """`examples/redis_server.py --port 0` as a subprocess, as tests/examples/test_redis_server.py runs it."""
-
-    def __init__(self, log: Path) -> None:
-        self._log: IO[bytes] = open(log, "wb")  # noqa: SIM115
-        argv = [sys.executable, str(REDIS_CLONE), "--port", "0"]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL)
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], WAIT * 2)
-        line = self.proc.stdout.readline().decode() if ready else ""
-        match = re.match(r"redis clone listening on (\S+):(\d+)", line)
-        if not match:
-            self.close()
-            raise AssertionError(f"the Redis clone did not start: {line!r}")
-        self.addr = f"tcp://{match.group(1)}:{match.group(2)}"
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(WAIT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(WAIT)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self._log.close()
-
-
 @pytest.fixture
-def redis_clone(tmp_path: Path) -> Iterator[RedisClone]:
-    clone = RedisClone(tmp_path / "redis.log")
-    try:
+def redis_clone() -> Iterator[RedisClone]:
+    """The Redis clone (`examples/redis_server.py --port 0`) as a backend."""
+    with RedisClone(clone_argv()) as clone:
         yield clone
-    finally:
-        clone.close()
+
+
+def tcp_url(server: RedisClone) -> str:
+    return f"tcp://{server.host}:{server.port}"
 
 
 # CI installs redis-tools, so there a missing tool is a failure, not a skip.
@@ -410,7 +331,7 @@ needs_redis_cli = pytest.mark.skipif(
 
 @needs_redis_cli
 def test_redis_cli_through_the_proxy(start_proxy: Start, redis_clone: RedisClone, flavor: str) -> None:
-    proxy = start_proxy("--backend", redis_clone.addr, flavor=flavor)
+    proxy = start_proxy("--backend", tcp_url(redis_clone), flavor=flavor)
     host, port = proxy.tcp()
     cli = ["redis-cli", "-h", host, "-p", str(port)]
 
@@ -425,12 +346,12 @@ def test_redis_cli_through_the_proxy(start_proxy: Start, redis_clone: RedisClone
     assert run("incr", "n").strip() == "1"
     # A script on stdin: several commands on one connection (redis-cli asks COMMAND DOCS first).
     assert run(stdin=b"incr n\nget n\nget through\n") == "2\n2\nthe proxy\n"
-    stats = proxy.stats()[redis_clone.addr]
+    stats = proxy.stats()[tcp_url(redis_clone)]
     assert stats["total"] == 5 and stats["bytes_in"] > 0 and stats["bytes_out"] > 0
 
 
 def test_redis_py_through_the_proxy(start_proxy: Start, redis_clone: RedisClone, flavor: str) -> None:
-    proxy = start_proxy("--backend", redis_clone.addr, flavor=flavor)
+    proxy = start_proxy("--backend", tcp_url(redis_clone), flavor=flavor)
     host, port = proxy.tcp()
     client = redis.Redis(host=host, port=port, socket_timeout=WAIT, socket_connect_timeout=WAIT)
     try:
@@ -445,7 +366,7 @@ def test_redis_py_through_the_proxy(start_proxy: Start, redis_clone: RedisClone,
         assert client.get("counter") == b"2000"
     finally:
         client.close()
-    stats = proxy.stats()[redis_clone.addr]
+    stats = proxy.stats()[tcp_url(redis_clone)]
     assert stats["bytes_in"] > len(big) and stats["bytes_out"] > len(big)
 
 
@@ -603,7 +524,7 @@ def test_a_reset_on_one_side_closes_the_other(
     assert recv_exactly(client, 4) == b"pong"
     gone, other = (client, server) if side == "client" else (server, client)
     reset(gone)
-    assert read_end(other) == b""  # within WAIT: the socket's timeout fails the test otherwise
+    assert recv_until_end(other) == b""  # within WAIT: the socket's timeout fails the test otherwise
     stats = proxy.wait_stats(lambda s: s[backend.addr]["active"] == 0, "the pair to end")
     assert stats[backend.addr]["total"] == 1
 
@@ -729,7 +650,7 @@ def test_all_backends_down_closes_new_clients_at_once(start_proxy: Start, cleanu
     proxy.wait_log(f"backend {hanging.addr} is DOWN")
     began = time.monotonic()
     with proxy.connect() as c:
-        assert read_end(c) == b""
+        assert recv_until_end(c) == b""
     # At once: well before the 5 s a connect attempt would take (generous for a loaded machine).
     assert time.monotonic() - began < 2.5
     stats = proxy.stats()[hanging.addr]
@@ -799,7 +720,7 @@ def test_redispatch_happens_once(
         "--backend", first.addr, "--backend", second.addr, "--backend", tcp_addr(good), "--check-interval", "0"
     )
     with proxy.connect() as c:
-        assert read_end(c) == b""  # closed, though G was up
+        assert recv_until_end(c) == b""  # closed, though G was up
     log = proxy.log()
     assert f"cannot reach {first.addr} (" in log and f"redispatching to {second.addr}" in log
     assert f"cannot reach {second.addr} (" in log and "closing the client" in log
@@ -826,7 +747,7 @@ def test_an_idle_side_closes_the_pair(
         c.sendall(b"last")
         assert recv_exactly(c, 4) == b"last"
         quiet = time.monotonic()
-        assert read_end(c) == b""  # the proxy closed it (a socket timeout of WAIT fails the test)
+        assert recv_until_end(c) == b""  # the proxy closed it (a socket timeout of WAIT fails the test)
         waited = time.monotonic() - quiet
     assert idle * 0.8 <= waited < WAIT  # not before the time-out; well before the other one
     wait_for(lambda: named(echo).open == 0, "the backend's connection to close too")
@@ -848,21 +769,10 @@ def test_traffic_keeps_a_pair_open_past_the_idle_timeout(
             c.sendall(b"tick")
             assert recv_exactly(c, 4) == b"tick"
             time.sleep(0.1)
-        assert read_end(c) == b""  # and once quiet, it is closed
+        assert recv_until_end(c) == b""  # and once quiet, it is closed
 
 
 # ---- the PROXY protocol header ----------------------------------------------------------------------
-
-
-def _has_ipv6_loopback() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 def expected_header(version: int, family: str, src: Addr, dst: Addr) -> bytes:
@@ -888,7 +798,7 @@ def expected_header(version: int, family: str, src: Addr, dst: Addr) -> bytes:
 def test_proxy_header_reaches_the_backend_first(
     start_proxy: Start, cleanup: Callable[[Any], Any], tmp_path: Path, version: int, family: str
 ) -> None:
-    if family == "ipv6" and not _has_ipv6_loopback():
+    if family == "ipv6" and not have_ipv6_loopback():
         pytest.skip("no IPv6 loopback here")
     listen = {"ipv4": "tcp4://127.0.0.1:0", "ipv6": "tcp6://[::1]:0", "unix": f"unix://{tmp_path}/p.sock"}[family]
     backend: RawBackend = cleanup(RawBackend())
@@ -960,7 +870,7 @@ def test_sigusr1_logs_a_line_per_backend(
         f"proxy: backend {addr_a} weight=2 UP active=2 total=2 bytes_in=9 bytes_out=13",
         f"proxy: backend {refused.addr} weight=1 DOWN active=0 total=0 bytes_in=0 bytes_out=0",
     ]
-    assert proxy.proc.poll() is None  # SIGUSR1 did not stop it
+    assert proxy.running  # SIGUSR1 did not stop it
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -972,7 +882,7 @@ def test_sigterm_and_ctrl_c_exit_0(
     with proxy.connect() as c:
         assert hello(c) == "E"
         assert proxy.stop(signum) == 0
-        assert read_end(c) == b""
+        assert recv_until_end(c) == b""
     wait_for(lambda: named(echo).open == 0, "the backend's connection to close")
     assert "Traceback" not in proxy.log()
 

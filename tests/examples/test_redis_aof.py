@@ -21,28 +21,21 @@ from typing import Callable, List
 
 import pytest
 import redis
-from conftest import WAIT
 from redisclone.aof import encode_command, parse_record
-from test_redis_limits import RedisServer, info, needs_redis, wait_for
-from test_redis_server import CLONE, ServerProcess
+from support import CLONE, WAIT, Processes, RedisClone, RedisPeer, RedisServer, clone_argv, info, needs_redis, wait_for
 
-Start = Callable[..., ServerProcess]
+Start = Callable[..., RedisClone]
 
 
 @pytest.fixture
-def start(tmp_path: Path) -> Iterator[Start]:
+def start(processes: Processes) -> Start:
     """Start clones (`start(aof_path, *args)`, with the AOF on) for one test; each is stopped when it ends."""
-    started: List[ServerProcess] = []
 
-    def run(aof: Path, *args: str, preexec: Callable[[], None] | None = None) -> ServerProcess:
-        argv = [sys.executable, str(CLONE), "--port", "0", "--appendonly", "yes", "--appendfilename", str(aof), *args]
-        server = ServerProcess(argv, tmp_path / f"clone{len(started)}.log", preexec=preexec)
-        started.append(server)
-        return server
+    def run(aof: Path, *args: str, preexec: Callable[[], None] | None = None) -> RedisClone:
+        argv = clone_argv(["--appendonly", "yes", "--appendfilename", str(aof), *args])
+        return processes.add(RedisClone(argv, preexec=preexec))
 
-    yield run
-    for server in started:
-        server.close()
+    return run
 
 
 @contextlib.contextmanager
@@ -93,7 +86,7 @@ def records(path: Path) -> List[List[bytes]]:
     return out
 
 
-def send(peer: ServerProcess | RedisServer, *commands: List[bytes]) -> List[bytes]:
+def send(peer: RedisPeer, *commands: List[bytes]) -> List[bytes]:
     """Send commands on one connection and read one reply line each (values are short)."""
     with peer.connect() as sock:
         sock.sendall(b"".join(encode_command(c) for c in commands))
@@ -120,7 +113,7 @@ EXECABORT = b"-EXECABORT Transaction discarded because of previous errors.\r\n"
 BIG = b"x" * 64 * 1024  # more than a tmpfs page has left after the first records
 
 
-def _full_disk_session(peer: ServerProcess | RedisServer, folder: Path) -> List[List[bytes]]:
+def _full_disk_session(peer: RedisPeer, folder: Path) -> List[List[bytes]]:
     """SET, fill the disk, a big SET, then the same commands; room again and a SET. The replies of each step."""
     replies = [send(peer, [b"SET", b"a", b"1"])]
     filler = fill(folder)
@@ -128,7 +121,7 @@ def _full_disk_session(peer: ServerProcess | RedisServer, folder: Path) -> List[
     replies.append(send(peer, [b"SET", b"b", b"2"], [b"GET", b"a"], [b"PING"], [b"ECHO", b"e"], [b"INCR", b"n"]))
     replies.append(send(peer, [b"MULTI"], [b"SET", b"c", b"1"], [b"EXEC"]))
     filler.unlink()
-    wait_for(lambda: info(peer, "persistence")["aof_last_write_status"] == "ok", "the AOF's recovery")
+    wait_for(lambda: info(peer, "persistence")["aof_last_write_status"] == "ok", "the AOF's recovery", every=0.01)
     replies.append(send(peer, [b"SET", b"d", b"4"], [b"GET", b"big"]))
     return replies
 
@@ -149,10 +142,9 @@ def test_a_full_disk_answers_misconf_loses_nothing_and_the_file_loads(start: Sta
             b"-EXECABORT Transaction discarded because of previous errors.\r\n",
         ]
         assert replies[4] == [b"+OK\r\n", b"$-1\r\n"]  # writable again; the refused value never appeared
-        assert "Error writing to the AOF file: No space left on device" in server.stderr()
-        assert "AOF write error looks solved" in server.stderr()
-        server.proc.kill()
-        server.wait()
+        assert "Error writing to the AOF file: No space left on device" in server.log()
+        assert "AOF write error looks solved" in server.log()
+        server.kill()
         assert [c for c in records(aof) if c[0] != b"SELECT"] == [[b"SET", b"a", b"1"], [b"SET", b"d", b"4"]]
         again = start(aof)
         assert send(again, [b"MGET", b"a", b"big", b"b", b"c", b"d"])[0] == b"*5\r\n"
@@ -169,11 +161,8 @@ def test_a_full_disk_gets_redis_words_and_redis_refusals(tmp_path: Path) -> None
     with small_tmpfs("1m") as folder:
         if folder is None:
             pytest.skip("cannot mount a tmpfs here (not root)")
-        peer = RedisServer(["--appendonly", "yes", "--dir", str(folder)], tmp_path)
-        try:
+        with RedisServer(["--appendonly", "yes", "--dir", str(folder)], tmp_path) as peer:
             replies = _full_disk_session(peer, folder)
-        finally:
-            peer.close()
     assert replies[0] == [b"+OK\r\n"]
     # Redis acknowledges the write whose AOF record it could not write (it keeps it to retry);
     # the clone refuses it instead, so an acknowledged write is always in the file.
@@ -206,11 +195,10 @@ def test_a_file_size_limit_does_the_same(start: Start, tmp_path: Path) -> None:
     ]
     # A pipeline of writes that crosses the limit is taken back whole; what came before it stays.
     pipeline = [[b"SET", b"p%d" % i, b"y" * 100] for i in range(50)]
-    wait_for(lambda: info(server, "persistence")["aof_last_write_status"] == "ok", "the probe")
+    wait_for(lambda: info(server, "persistence")["aof_last_write_status"] == "ok", "the probe", every=0.01)
     assert set(send(server, *pipeline)) == {too_big}
     assert send(server, [b"EXISTS", b"p0"]) == [b":0\r\n"]
-    server.proc.kill()
-    server.wait()
+    server.kill()
     assert [c for c in records(aof) if c[0] != b"SELECT"] == [[b"SET", b"a", b"1"]]
     again = start(aof)
     assert send(again, [b"DBSIZE"], [b"GET", b"a"]) == [b":1\r\n", b"$1\r\n1\r\n"]
@@ -255,8 +243,7 @@ def test_a_value_holding_a_command_stays_a_value_after_a_crash(start: Start, tmp
         client.set(f"k{i}", i)
     client.set("sneaky", sneaky)
     client.close()
-    server.proc.kill()
-    server.wait()
+    server.kill()
     again = start(aof)
     client = again.client()
     try:
@@ -269,7 +256,7 @@ def test_a_value_holding_a_command_stays_a_value_after_a_crash(start: Start, tmp
 # ---- rewrites ----------------------------------------------------------------------------
 
 
-def _fill_keyspace(server: ServerProcess, keys: int, rounds: int) -> None:
+def _fill_keyspace(server: RedisClone, keys: int, rounds: int) -> None:
     client = server.client()
     try:
         for r in range(rounds):
@@ -303,10 +290,9 @@ def test_bgrewriteaof_compacts_the_file_and_keeps_writes_made_meanwhile(start: S
         client.set("after", "1")
     finally:
         client.close()
-    assert "Background AOF rewrite finished successfully" in server.stderr()
+    assert "Background AOF rewrite finished successfully" in server.log()
     assert not [p for p in os.listdir(tmp_path) if p.startswith("temp-rewriteaof")]
-    server.proc.kill()
-    server.wait()
+    server.kill()
     again = start(aof)
     client = again.client()
     try:
@@ -324,12 +310,12 @@ def test_the_aof_is_rewritten_on_its_own_past_the_growth_and_size_set(start: Sta
     try:
         for i in range(3000):  # one key written over and over: ~110 KB of log for a 40-byte keyspace
             client.set("counter", i)
-        wait_for(lambda: info(server, "persistence")["aof_rewrites"] == "1", "the automatic rewrite")
+        wait_for(lambda: info(server, "persistence")["aof_rewrites"] == "1", "the automatic rewrite", every=0.01)
         assert aof.stat().st_size < 64 * 1024
         assert client.get("counter") == b"2999"
     finally:
         client.close()
-    assert "Starting automatic rewriting of AOF on" in server.stderr()
+    assert "Starting automatic rewriting of AOF on" in server.log()
     assert server.stop() == 0
     again = start(aof)
     assert send(again, [b"GET", b"counter"], [b"DBSIZE"]) == [b"$4\r\n2999\r\n", b":1\r\n"]
@@ -345,7 +331,7 @@ def test_a_server_stopped_mid_rewrite_leaves_a_file_that_loads(start: Start, tmp
     assert client.bgrewriteaof() is True
     client.close()
     assert info(server, "persistence")["aof_rewrite_in_progress"] == "1"
-    server.proc.send_signal(signum)
+    server.send_signal(signum)
     server.wait()
     again = start(aof)
     client = again.client()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import resource
 import select
-import shutil
 import socket
 import stat
 import subprocess
@@ -21,133 +20,66 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Callable, List, Tuple, Union
+from typing import Callable, List, Tuple
 
 import pytest
-from conftest import WAIT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_redis_server import CLONE, ServerProcess, command
-
-Start = Callable[..., ServerProcess]
-
-REDIS_SERVER = shutil.which("redis-server")
-# CI installs redis-server, so there a missing one is a failure, not a skip.
-needs_redis = pytest.mark.skipif(
-    REDIS_SERVER is None and not os.environ.get("CI"),
-    reason="redis-server is not installed: the comparison with Redis 7.0 is skipped (apt-get install redis-server)",
+from support import (
+    CLONE,
+    REDIS_SERVER,
+    WAIT,
+    Processes,
+    RedisClone,
+    RedisPeer,
+    RedisServer,
+    ask,
+    clone_argv,
+    command,
+    info,
+    limit_descriptors,
+    needs_redis,
+    open_fds,
+    proc_status_kb,
+    recv_until_end,
+    wait_for,
 )
 
-
-class RedisServer:
-    """A real redis-server on a free loopback port, ready once it answers PING."""
-
-    def __init__(self, args: List[str], folder: Path, preexec: Callable[[], None] | None = None) -> None:
-        assert REDIS_SERVER is not None, "redis-server is not installed"
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.host = "127.0.0.1"
-        self.log = folder / f"redis-{self.port}.log"
-        argv = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", str(folder)]
-        argv += ["--logfile", str(self.log), *args]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, preexec_fn=preexec)
-        deadline = time.monotonic() + WAIT
-        while True:
-            assert self.proc.poll() is None, f"redis-server exited: {self.stderr()}"
-            try:
-                with socket.create_connection((self.host, self.port), timeout=WAIT) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(100) == b"+PONG\r\n":
-                        return
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.01)
-
-    def connect(self) -> socket.socket:
-        return socket.create_connection((self.host, self.port), timeout=WAIT)
-
-    def stderr(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(WAIT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(WAIT)
-
-
-Peer = Union[ServerProcess, RedisServer]
+Start = Callable[..., RedisClone]
+Peer = RedisPeer
 
 
 @pytest.fixture
-def start(tmp_path: Path) -> Iterator[Start]:
+def start(processes: Processes) -> Start:
     """Start clones (`start(*args)`) for one test; each is stopped when it ends."""
-    started: List[ServerProcess] = []
 
-    def run(*args: str, preexec: Callable[[], None] | None = None) -> ServerProcess:
-        argv = [sys.executable, str(CLONE), "--port", "0", *args]
-        server = ServerProcess(argv, tmp_path / f"clone{len(started)}.log", preexec=preexec)
-        started.append(server)
-        return server
+    def run(*args: str, preexec: Callable[[], None] | None = None) -> RedisClone:
+        return processes.add(RedisClone(clone_argv(args), preexec=preexec))
 
-    yield run
-    for server in started:
-        server.close()
+    return run
 
 
 @pytest.fixture(scope="module")
-def shared_clone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def shared_clone() -> Iterator[RedisClone]:
     """One clone with default settings for the tests that only send it input."""
-    argv = [sys.executable, str(CLONE), "--port", "0"]
-    server = ServerProcess(argv, tmp_path_factory.mktemp("clone") / "clone.log")
-    yield server
-    try:
-        assert server.stop() == 0, server.stderr()
-    finally:
-        server.close()
+    with RedisClone(clone_argv()) as server:
+        yield server
+        assert server.stop() == 0, server.describe()
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
+def redis_server(processes: Processes, tmp_path: Path) -> Callable[..., RedisServer]:
     """Start real redis-servers (`redis_server(*args)`) for one test; each is stopped when it ends."""
-    started: List[RedisServer] = []
+    count = 0
 
     def run(*args: str, preexec: Callable[[], None] | None = None) -> RedisServer:
-        folder = tmp_path / f"redis{len(started)}"
+        nonlocal count
+        folder = tmp_path / f"redis{count}"
         folder.mkdir()
-        server = RedisServer(list(args), folder, preexec)
-        started.append(server)
-        return server
+        count += 1
+        return processes.add(RedisServer(args, folder, preexec))
 
-    yield run
-    for server in started:
-        server.close()
-
-
-def ask(peer: Peer, data: bytes) -> bytes:
-    """Send `data`, end the input, and read everything until the server closes."""
-    with peer.connect() as sock:
-        sock.sendall(data)
-        sock.shutdown(socket.SHUT_WR)
-        return read_until_closed(sock)
-
-
-def read_until_closed(sock: socket.socket) -> bytes:
-    """Everything until the peer closes; a reset counts as a close (Redis resets when it drops unread input)."""
-    chunks: List[bytes] = []
-    while True:
-        try:
-            chunk = sock.recv(1 << 20)
-        except ConnectionResetError:
-            return b"".join(chunks)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
+    return run
 
 
 def roundtrip(sock: socket.socket, data: bytes) -> bytes:
@@ -172,19 +104,6 @@ def config_get(peer: Peer, name: str) -> str:
     parts = reply.split(b"\r\n")
     assert parts[0] == b"*2" and parts[2] == name.encode(), reply
     return parts[4].decode()
-
-
-def info(peer: Peer, section: str) -> dict[str, str]:
-    reply = ask(peer, f"INFO {section}\r\n".encode())
-    body = reply.split(b"\r\n", 1)[1].decode()
-    return dict(line.split(":", 1) for line in body.splitlines() if ":" in line)
-
-
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} did not happen in {WAIT:g} s"
-        time.sleep(0.01)
 
 
 def closed_within(sock: socket.socket, seconds: float) -> bool:
@@ -294,7 +213,7 @@ def _at_maxclients(peer: Peer, limit: int) -> Tuple[List[socket.socket], bytes, 
     for sock in clients:
         assert roundtrip(sock, b"PING\r\n") == b"+PONG\r\n"
     with peer.connect() as extra:
-        refused = read_until_closed(extra)
+        refused = recv_until_end(extra)
     clients.pop().close()
     deadline = time.monotonic() + WAIT
     while True:  # the server sees the close a moment later
@@ -333,23 +252,15 @@ def test_one_client_over_maxclients_is_told_and_closed(start: Start, redis_serve
     assert int(info(peer, "stats")["rejected_connections"]) >= 1
 
 
-def _nofile(limit: int) -> Callable[[], None]:
-    def preexec() -> None:
-        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, min(limit, hard)))
-
-    return preexec
-
-
 @needs_redis
 def test_maxclients_is_lowered_to_fit_the_descriptor_limit_as_redis_does(
     start: Start, redis_server: Callable[..., RedisServer]
 ) -> None:
-    clone = start(preexec=_nofile(64))
-    redis = redis_server(preexec=_nofile(64))
+    clone = start(preexec=limit_descriptors(64))
+    redis = redis_server(preexec=limit_descriptors(64))
     assert config_get(clone, "maxclients") == config_get(redis, "maxclients") == "32"
-    assert "maxclients has been reduced to 32 to compensate for low ulimit" in clone.stderr()
-    assert "maxclients has been reduced to 32 to compensate for low ulimit" in redis.stderr()
+    assert "maxclients has been reduced to 32 to compensate for low ulimit" in clone.log()
+    assert "maxclients has been reduced to 32 to compensate for low ulimit" in redis.log()
     clients, refused, _ = _at_maxclients(clone, 32)
     for sock in clients:
         sock.close()
@@ -359,9 +270,9 @@ def test_maxclients_is_lowered_to_fit_the_descriptor_limit_as_redis_does(
 @pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="no prlimit() to lower a running server's limit")
 def test_out_of_descriptors_a_client_is_told_not_left_hanging(start: Start) -> None:
     server = start()
-    soft, hard = resource.prlimit(server.proc.pid, resource.RLIMIT_NOFILE)
-    in_use = len(os.listdir(f"/proc/{server.proc.pid}/fd"))
-    resource.prlimit(server.proc.pid, resource.RLIMIT_NOFILE, (in_use + 8, hard))  # maxclients (10000) is far off
+    soft, hard = resource.prlimit(server.pid, resource.RLIMIT_NOFILE)
+    in_use = open_fds(server.pid)
+    resource.prlimit(server.pid, resource.RLIMIT_NOFILE, (in_use + 8, hard))  # maxclients (10000) is far off
     clients: List[socket.socket] = []
     refused = b""
     try:
@@ -378,12 +289,12 @@ def test_out_of_descriptors_a_client_is_told_not_left_hanging(start: Start) -> N
         assert 1 <= len(clients) <= 8
         for _ in range(3):  # and again, every time
             with server.connect() as sock:
-                assert read_until_closed(sock) == b"-ERR max number of clients reached\r\n"
+                assert recv_until_end(sock) == b"-ERR max number of clients reached\r\n"
     finally:
         for sock in clients:
             sock.close()
-        resource.prlimit(server.proc.pid, resource.RLIMIT_NOFILE, (soft, hard))
-    wait_for(lambda: info(server, "clients")["connected_clients"] == "1", "the clients' close")
+        resource.prlimit(server.pid, resource.RLIMIT_NOFILE, (soft, hard))
+    wait_for(lambda: info(server, "clients")["connected_clients"] == "1", "the clients' close", every=0.01)
     with server.connect() as sock:
         assert roundtrip(sock, b"PING\r\n") == b"+PONG\r\n"
 
@@ -436,9 +347,9 @@ def test_a_client_past_the_query_buffer_limit_is_closed_and_logged(
                 sock.sendall(b"*3\r\n$3\r\nSET\r\n$1\r\nq\r\n$2000000\r\n" + b"x" * 1_500_000)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # closed while sending
-            assert read_until_closed(sock) == b""  # closed, and not answered
+            assert recv_until_end(sock) == b""  # closed, and not answered
             assert roundtrip(bystander, b"EXISTS q\r\n") == b":0\r\n"
-        wait_for(lambda: "Closing client that reached max query buffer length" in peer.stderr(), "the log line")  # noqa: B023
+        wait_for(lambda: "Closing client that reached max query buffer length" in peer.log(), "the log line")  # noqa: B023
     # Under the limit nothing happens: a 900 KB value.
     assert ask(start(*flags), b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$900000\r\n" + b"x" * 900_000 + b"\r\n") == b"+OK\r\n"
 
@@ -464,7 +375,7 @@ def _unread_reply(peer: Peer, size: int, dropped: bool) -> int:
         sock.connect((peer.host, peer.port))
         sock.sendall(b"GET b\r\n")
         if dropped:
-            wait_for(lambda: "output buffer limits" in peer.stderr(), "the log line")
+            wait_for(lambda: "output buffer limits" in peer.log(), "the log line")
         whole = size + len(b"$%d\r\n\r\n" % size)
         got = 0
         while got < whole:  # all of it, or what came before the server closed
@@ -540,7 +451,7 @@ def test_protocol_errors_are_worded_as_redis_without_raw_line_breaks(
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(junk=st.lists(st.sampled_from([b"*", b"$", b"\r", b"\n", b"1", b"-", b"x", b"\x00"]), min_size=1, max_size=20))
-def test_no_reply_holds_a_raw_line_break(shared_clone: ServerProcess, junk: List[bytes]) -> None:
+def test_no_reply_holds_a_raw_line_break(shared_clone: RedisClone, junk: List[bytes]) -> None:
     reply = ask(shared_clone, b"".join(junk))
     assert reply.endswith(b"\r\n") or reply == b""
     for line in reply.split(b"\r\n")[:-1]:
@@ -548,14 +459,6 @@ def test_no_reply_holds_a_raw_line_break(shared_clone: ServerProcess, junk: List
 
 
 # ---- replies in bounded steps --------------------------------------------------------------
-
-
-def _vm(pid: int, field: str) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no {field} for {pid}")
 
 
 @pytest.mark.parametrize("variant", [[], ["--pure-parser"], ["--stdlib"]])
@@ -566,7 +469,7 @@ def test_a_packet_asking_for_a_gigabyte_is_answered_in_bounded_steps(start: Star
     with server.connect() as sock:
         sock.sendall(b"*3\r\n$3\r\nSET\r\n$1\r\nv\r\n$%d\r\n%s\r\n" % (len(value), value))
         assert read_until_closed_or_line(sock) == b"+OK\r\n"
-        base = _vm(server.proc.pid, "VmRSS")
+        base = proc_status_kb(server.pid, "VmRSS") * 1024
         latencies: List[float] = []
         done = threading.Event()
         errors: List[BaseException] = []
@@ -602,7 +505,7 @@ def test_a_packet_asking_for_a_gigabyte_is_answered_in_bounded_steps(start: Star
             done.set()
             pinger.join(WAIT)
         assert not errors, errors
-        peak = _vm(server.proc.pid, "VmHWM")
+        peak = proc_status_kb(server.pid, "VmHWM") * 1024
         assert peak - base < 96 * 1024 * 1024, f"peak {peak >> 20} MiB, from {base >> 20} MiB"  # not a GiB
         assert len(latencies) > 10 and max(latencies) < 1.0, max(latencies)  # every other client is served meanwhile
         assert roundtrip(sock, b"PING\r\n") == b"+PONG\r\n"  # and this one goes on

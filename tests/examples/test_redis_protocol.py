@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Callable, Dict, List
 
 import pytest
-from conftest import WAIT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from redisclone import CLOSE, KEEP, SHUTDOWN, AOFError, AppendOnlyFile, Database, RedisProtocol, make_reader
@@ -26,6 +25,7 @@ from redisclone import aof as aof_module
 from redisclone.aof import encode_command
 from redisclone.resp import HAVE_HIREDIS, HiredisReader, PureReader
 from redisclone.store import Keyspace, glob_to_regex, now_ms
+from support import WAIT
 
 Factory = Callable[..., RedisProtocol]
 

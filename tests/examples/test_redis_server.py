@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import select
 import shutil
 import signal
 import socket
@@ -20,115 +19,39 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Callable, List, Tuple
+from typing import Callable, List
 
 import pytest
 import redis
-from conftest import WAIT, recv_until_closed
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redisclone.aof import encode_command
+from support import (
+    CLONE,
+    REPO,
+    WAIT,
+    Processes,
+    RedisClone,
+    clone_argv,
+    command,
+    have_ipv6_loopback,
+    recv_until_closed,
+)
 
-REPO = Path(__file__).resolve().parents[2]
-CLONE = REPO / "examples" / "redis_server.py"
 ASYNCIO_PEER = REPO / "bench" / "redis_asyncio_server.py"
 
 
-class ServerProcess:
-    """A server subprocess, ready once it printed its listening line."""
-
-    def __init__(self, argv: List[str], log: Path, preexec: Callable[[], None] | None = None) -> None:
-        self.argv = argv
-        self.log_path = log
-        # A file, not a pipe: a chatty server never blocks on it. Closed by close().
-        self._log: IO[bytes] = open(log, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL, preexec_fn=preexec
-        )
-        self.host = ""
-        self.port = 0
-        self.unix = ""
-        #: Every TCP address it listens on; `host` and `port` are the first.
-        self.tcp: List[Tuple[str, int]] = []
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], WAIT * 2)
-        line = self.proc.stdout.readline().decode() if ready else ""
-        if not line.startswith("redis clone listening on "):
-            self.close()
-            raise AssertionError(f"{argv} did not start: {line!r}\n{self.stderr()}")
-        for where in line.strip()[len("redis clone listening on ") :].split(", "):
-            if where.startswith("/"):
-                self.unix = where
-            else:
-                host, _, port = where.rpartition(":")
-                self.tcp.append((host.strip("[]"), int(port)))
-        if self.tcp:
-            self.host, self.port = self.tcp[0]
-
-    def client(self, **kwargs: Any) -> redis.Redis:
-        """A redis-py client, with timeouts."""
-        if "unix_socket_path" not in kwargs:
-            kwargs.setdefault("host", self.host)
-            kwargs.setdefault("port", self.port)
-        return redis.Redis(socket_timeout=WAIT, socket_connect_timeout=WAIT, **kwargs)
-
-    def connect(self) -> socket.socket:
-        """A raw client socket, with a timeout."""
-        return socket.create_connection((self.host, self.port), timeout=WAIT)
-
-    def stderr(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def wait(self, timeout: float = WAIT) -> int:
-        return self.proc.wait(timeout)
-
-    def stop(self, signum: int = signal.SIGTERM) -> int:
-        """Send `signum` and return the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signum)
-        return self.wait()
-
-    def close(self) -> None:
-        """Make sure the process is gone and its pipes are closed."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(WAIT)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self._log.close()
-
-
-Start = Callable[..., ServerProcess]
-
-
-def command(client: redis.Redis, *args: Any) -> Any:
-    """Send any command through redis-py (whose `execute_command` is untyped)."""
-    return client.execute_command(*args)  # type: ignore[no-untyped-call]
-
-
-def _argv(script: Path, args: List[str], backend: str = "epoll") -> List[str]:
-    argv = [sys.executable, str(script), "--port", "0", *args]
-    if backend == "portable":
-        argv.append("--stdlib")
-    elif backend == "pure":
-        argv.append("--pure-parser")
-    return argv
+Start = Callable[..., RedisClone]
 
 
 @pytest.fixture
-def start(tmp_path: Path) -> Iterator[Start]:
+def start(processes: Processes) -> Start:
     """Start servers for one test; each is stopped when the test ends."""
-    started: List[ServerProcess] = []
 
-    def run(*args: str, backend: str = "epoll", script: Path = CLONE) -> ServerProcess:
-        server = ServerProcess(_argv(script, list(args), backend), tmp_path / f"server{len(started)}.log")
-        started.append(server)
-        return server
+    def run(*args: str, backend: str = "epoll", script: Path = CLONE) -> RedisClone:
+        return processes.add(RedisClone(clone_argv(args, backend, script)))
 
-    yield run
-    for server in started:
-        server.close()
+    return run
 
 
 # Both evio backends; and the pure parser, where hiredis would be the default.
@@ -136,20 +59,16 @@ VARIANTS = ["epoll", "portable", "pure"]
 
 
 @pytest.fixture(scope="module", params=VARIANTS)
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(request: pytest.FixtureRequest) -> Iterator[RedisClone]:
     """One server per variant, shared by this module's tests: each test uses its own keys."""
-    log = tmp_path_factory.mktemp("redis") / "server.log"
-    proc = ServerProcess(_argv(CLONE, [], str(request.param)), log)
-    yield proc
-    try:
-        assert proc.stop() == 0, proc.stderr()
-        assert "Traceback" not in proc.stderr(), proc.stderr()
-    finally:
-        proc.close()
+    with RedisClone(clone_argv(backend=str(request.param))) as proc:
+        yield proc
+        assert proc.stop() == 0, proc.describe()
+        assert "Traceback" not in proc.log(), proc.describe()
 
 
 @pytest.fixture
-def r(server: ServerProcess) -> Iterator[redis.Redis]:
+def r(server: RedisClone) -> Iterator[redis.Redis]:
     """A redis-py client with default settings (RESP3 with redis-py 8)."""
     client = server.client()
     yield client
@@ -217,7 +136,7 @@ def test_errors_through_redis_py(r: redis.Redis) -> None:
     assert r.ping()  # errors leave the connection usable
 
 
-def test_resp2_clients_too(server: ServerProcess) -> None:
+def test_resp2_clients_too(server: RedisClone) -> None:
     client = server.client(protocol=2)
     try:
         assert client.set("resp2", "v") and client.get("resp2") == b"v"
@@ -249,7 +168,7 @@ def test_binary_values(r: redis.Redis) -> None:
     assert r.mget(key, "big") == [every_byte, big]
 
 
-def test_many_clients_at_once(server: ServerProcess) -> None:
+def test_many_clients_at_once(server: RedisClone) -> None:
     setup = server.client()
     setup.delete("counter")
     errors: List[BaseException] = []
@@ -287,16 +206,7 @@ def test_unix_socket(start: Start, tmp_path: Path) -> None:
         client.close()
 
 
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback here")
+@pytest.mark.skipif(not have_ipv6_loopback(), reason="no IPv6 loopback here")
 def test_bind_several_addresses(start: Start) -> None:
     server = start("--bind", "127.0.0.1 ::1")
     assert [host for host, _ in server.tcp] == ["127.0.0.1", "::1"]
@@ -362,7 +272,7 @@ def _parse_replies(buf: bytes) -> int:
     return count
 
 
-def test_commands_split_at_every_byte(server: ServerProcess) -> None:
+def test_commands_split_at_every_byte(server: RedisClone) -> None:
     stream = encode_command([b"SET", b"split", b"a\r\nb"]) + b"GET split\r\n" + encode_command([b"GET", b"split"])
     with server.connect() as sock:
         for i in range(len(stream)):
@@ -371,7 +281,7 @@ def test_commands_split_at_every_byte(server: ServerProcess) -> None:
         assert _read_replies(sock, 3) == [b"+OK\r\n", b"$4\r\na\r\nb\r\n", b"$4\r\na\r\nb\r\n"]
 
 
-def test_a_protocol_error_closes_only_that_connection(server: ServerProcess) -> None:
+def test_a_protocol_error_closes_only_that_connection(server: RedisClone) -> None:
     with server.connect() as bystander, server.connect() as sock:
         bystander.sendall(b"PING\r\n")
         assert _read_replies(bystander, 1) == [b"+PONG\r\n"]
@@ -381,13 +291,13 @@ def test_a_protocol_error_closes_only_that_connection(server: ServerProcess) -> 
         assert _read_replies(bystander, 1) == [b"$1\r\n1\r\n"]
 
 
-def test_an_oversized_bulk_is_refused_before_its_data(server: ServerProcess) -> None:
+def test_an_oversized_bulk_is_refused_before_its_data(server: RedisClone) -> None:
     with server.connect() as sock:
         sock.sendall(b"*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$600000000\r\n")  # and not one byte of the value
         assert recv_until_closed(sock) == b"-ERR Protocol error: invalid bulk length\r\n"
 
 
-def test_a_huge_array_header_is_refused_or_waits_cheaply(server: ServerProcess) -> None:
+def test_a_huge_array_header_is_refused_or_waits_cheaply(server: RedisClone) -> None:
     with server.connect() as sock:
         sock.sendall(b"*1\r\n$4\r\nPING\r\n*3000000000\r\n")
         assert recv_until_closed(sock) == b"+PONG\r\n-ERR Protocol error: invalid multibulk length\r\n"
@@ -397,7 +307,7 @@ def test_a_huge_array_header_is_refused_or_waits_cheaply(server: ServerProcess) 
         assert _read_replies(other, 1) == [b"+PONG\r\n"]
 
 
-def test_quit(server: ServerProcess) -> None:
+def test_quit(server: RedisClone) -> None:
     with server.connect() as sock:
         sock.sendall(b"PING\r\nQUIT\r\nPING\r\n")
         assert recv_until_closed(sock) == b"+PONG\r\n+OK\r\n"
@@ -411,7 +321,7 @@ def test_quit(server: ServerProcess) -> None:
         max_size=40,
     ).map(b"".join)
 )
-def test_fuzzed_input_gets_replies_or_a_close_never_a_crash(server: ServerProcess, junk: bytes) -> None:
+def test_fuzzed_input_gets_replies_or_a_close_never_a_crash(server: RedisClone, junk: bytes) -> None:
     if b"shutdown" in junk.lower():
         return
     with server.connect() as sock:
@@ -462,7 +372,7 @@ def test_signals_stop_it_cleanly(start: Start, backend: str, signum: int) -> Non
         assert _read_replies(sock, 1) == [b"+PONG\r\n"]
         assert server.stop(signum) == 0
         assert recv_until_closed(sock) == b""
-    assert "Traceback" not in server.stderr()
+    assert "Traceback" not in server.log()
 
 
 def test_a_taken_port_is_reported(start: Start) -> None:
@@ -487,8 +397,7 @@ def test_aof_survives_sigkill(start: Start, tmp_path: Path) -> None:
     client.incrby("n", 7)
     client.delete("c")
     client.close()
-    server.proc.kill()  # no chance to flush anything: what was acknowledged must be in the file
-    server.wait()
+    server.kill()  # no chance to flush anything: what was acknowledged must be in the file
     again = start("--appendonly", "yes", "--appendfilename", aof)
     client = again.client()
     try:
@@ -496,7 +405,7 @@ def test_aof_survives_sigkill(start: Start, tmp_path: Path) -> None:
         assert 90 <= client.ttl("ttl") <= 100  # the deadline is kept, not renewed
     finally:
         client.close()
-    assert "5 commands loaded" in again.stderr() or "commands loaded" in again.stderr()
+    assert "5 commands loaded" in again.log() or "commands loaded" in again.log()
 
 
 def test_aof_torn_tail_is_cut_with_a_warning(start: Start, tmp_path: Path) -> None:
@@ -506,8 +415,7 @@ def test_aof_torn_tail_is_cut_with_a_warning(start: Start, tmp_path: Path) -> No
     client.set("a", "1")
     client.set("b", "2")
     client.close()
-    server.proc.kill()
-    server.wait()
+    server.kill()
     good = aof.read_bytes()
     with open(aof, "ab") as f:
         f.write(encode_command([b"SET", b"c", b"3"])[:-5])  # a crash in the middle of a write
@@ -518,7 +426,7 @@ def test_aof_torn_tail_is_cut_with_a_warning(start: Start, tmp_path: Path) -> No
         client.set("d", "4")
     finally:
         client.close()
-    assert "incomplete" in again.stderr() and f"offset {len(good)}" in again.stderr()
+    assert "incomplete" in again.log() and f"offset {len(good)}" in again.log()
     assert again.stop() == 0
     assert aof.read_bytes().startswith(good + b"*3\r\n$3\r\nset\r\n$1\r\nd\r\n") or aof.read_bytes().startswith(
         good + encode_command([b"SET", b"d", b"4"])
@@ -556,7 +464,7 @@ def _run(argv: List[str], stdin: bytes | None = None) -> str:
 
 
 @needs_tools
-def test_redis_cli(server: ServerProcess) -> None:
+def test_redis_cli(server: RedisClone) -> None:
     cli = ["redis-cli", "-h", server.host, "-p", str(server.port)]
     assert _run([*cli, "ping"]).strip() == "PONG"
     assert _run([*cli, "set", "cli", "hello world"]).strip() == "OK"
@@ -571,7 +479,7 @@ def test_redis_cli(server: ServerProcess) -> None:
 
 
 @needs_tools
-def test_redis_benchmark(server: ServerProcess) -> None:
+def test_redis_benchmark(server: RedisClone) -> None:
     where = ["-h", server.host, "-p", str(server.port)]
     out = _run(["redis-benchmark", *where, "-t", "ping,set,get", "-n", "3000", "-q", "-P", "16", "-c", "10"])
     lines = [line for line in out.replace("\r", "\n").splitlines() if "requests per second" in line]
