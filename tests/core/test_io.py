@@ -255,6 +255,7 @@ _EMFILE_SERVER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_out_of_descriptors_pauses_accepting_without_spinning(backend: str, processes: Processes) -> None:
     argv = [sys.executable, "-c", _EMFILE_SERVER, local(backend), local(backend)]

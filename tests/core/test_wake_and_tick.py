@@ -8,6 +8,7 @@ import threading
 import time
 from typing import Callable, Union
 
+import pytest
 from support import WAIT, ServerThread, TestEvents, local, recv_exactly, recv_until_closed, wait_for
 
 import evio
@@ -55,6 +56,7 @@ def drain(c: socket.socket, quiet: float = 0.3) -> bytes:
     return got
 
 
+@pytest.mark.slow
 def test_wakes_from_eight_threads(start_server: Start, backend: str) -> None:
     ev = Wakeable()
     st = start_server(ev, local(backend))

@@ -583,6 +583,7 @@ def test_pipelined_requests_for_a_file_do_not_amplify(launch: Callable[..., Peer
             c.close()
 
 
+@pytest.mark.slow
 @EVIO_ONLY
 def test_a_pipeline_of_listings_does_not_stall_other_clients(launch: Callable[..., Peer], www: Path) -> None:
     many = www / "many"

@@ -473,6 +473,7 @@ GIB = 1 << 30
 RSS_LIMIT_KB = 64 * 1024
 
 
+@pytest.mark.slow
 def test_1gib_file_to_a_slow_reader_with_flat_memory(server: Server, root: Path) -> None:
     path = root / "big.bin"
     marks = {0: b"first bytes", 123_456_789: b"a mark", GIB // 2: b"the middle", GIB - 9: b"last byte"}

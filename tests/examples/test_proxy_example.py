@@ -753,6 +753,7 @@ def test_an_idle_side_closes_the_pair(
     wait_for(lambda: named(echo).open == 0, "the backend's connection to close too")
 
 
+@pytest.mark.slow
 def test_traffic_keeps_a_pair_open_past_the_idle_timeout(
     start_proxy: Start, start_server: Callable[..., ServerThread]
 ) -> None:

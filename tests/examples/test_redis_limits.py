@@ -302,6 +302,7 @@ def test_out_of_descriptors_a_client_is_told_not_left_hanging(start: Start) -> N
 # ---- timeout ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @needs_redis
 def test_timeout_closes_idle_clients_and_spares_busy_ones(
     start: Start, redis_server: Callable[..., RedisServer]
