@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Tuple, Union
 
 from redisclone import CLOSE, AOFError, AppendOnlyFile, Database, RedisProtocol, make_reader
 from redisclone.aof import FSYNC_POLICIES
+from redisclone.memory import Purger
 
 import evio
 
@@ -432,6 +433,8 @@ def main(argv: List[str] | None = None) -> int:
         events.stop_requested = True  # the next tick shuts down: no command is cut in half
 
     signal.signal(signal.SIGTERM, stop)
+    purger = Purger()  # freed memory goes back to the system, as with Redis's allocator
+    purger.start()
     try:
         evio.serve(events, *addrs)
     except KeyboardInterrupt:
@@ -440,6 +443,7 @@ def main(argv: List[str] | None = None) -> int:
         print(f"redis clone: {err}", file=sys.stderr)
         return 1
     finally:
+        purger.stop()
         events.close()
         db.close()
     return 0

@@ -20,6 +20,7 @@ import time
 from typing import Callable, Dict, List, Tuple
 
 from .aof import AppendOnlyFile
+from .memory import purge
 from .resp import Command, parse_int
 from .store import Keyspace, now_ms
 
@@ -293,6 +294,7 @@ _SPECS: Dict[str, Tuple[int, Tuple[str, ...], int, int, int]] = {
     "config": (-2, ("admin", "noscript", "loading", "stale"), 0, 0, 0),
     "info": (-1, ("loading", "stale"), 0, 0, 0),
     "bgrewriteaof": (1, ("admin", "noscript", "no_async_loading"), 0, 0, 0),
+    "memory": (-2, (), 0, 0, 0),
     # Handled by the connection (see protocol.py), listed here for COMMAND.
     "select": (2, ("loading", "stale", "fast"), 0, 0, 0),
     "quit": (-1, ("noscript", "loading", "stale", "fast"), 0, 0, 0),
@@ -601,6 +603,15 @@ class Commands:
             return wrong_arity("keys")
         found = self.keyspace.keys(args[1])
         return b"*%d\r\n" % len(found) + b"".join(bulk(k) for k in found)
+
+    def cmd_memory(self, args: Command) -> bytes:
+        """MEMORY PURGE: hand the allocator's free pages back to the system (see `memory`)."""
+        if len(args) < 2:
+            return wrong_arity("memory")
+        if args[1].upper() == b"PURGE" and len(args) == 2:
+            purge()
+            return OK
+        return error(f"ERR unknown subcommand '{text(args[1])}'. Try MEMORY HELP.")
 
     def cmd_dbsize(self, args: Command) -> bytes:
         return integer(len(self._data)) if len(args) == 1 else wrong_arity("dbsize")
