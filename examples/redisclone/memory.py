@@ -46,14 +46,14 @@ class Purger:
     def __init__(self, interval: float = 5.0) -> None:
         self.interval = interval
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker: threading.Thread | None = None  # not `_thread`: that name breaks a mypyc build
 
     def start(self) -> bool:
         """Start purging; False (and no thread) where the C library cannot."""
-        if _malloc_trim() is None or self._thread is not None:
+        if _malloc_trim() is None or self._worker is not None:
             return False
-        self._thread = threading.Thread(target=self._run, name="memory-purge", daemon=True)
-        self._thread.start()
+        self._worker = threading.Thread(target=self._run, name="memory-purge", daemon=True)
+        self._worker.start()
         return True
 
     def _run(self) -> None:
@@ -63,6 +63,6 @@ class Purger:
     def stop(self) -> None:
         """Stop the thread and wait for it."""
         self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join()
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.join()
