@@ -45,8 +45,8 @@ pytest-versions:
 			$$py -m venv .venv-$$v && .venv-$$v/bin/python -m pip install -q --upgrade pip && \
 			.venv-$$v/bin/python -m pip install -q -e '.[redis,test]' && touch .venv-$$v/.installed || exit 1; \
 		fi; \
-		echo "== the suite on $$(.venv-$$v/bin/python --version)"; \
-		.venv-$$v/bin/python -m pytest -q || exit 1; \
+		echo "== the suite on $$(.venv-$$v/bin/python --version), without the tests marked slow (CI's time)"; \
+		.venv-$$v/bin/python -m pytest -q -m "not slow" || exit 1; \
 	done
 
 # The compiled build: evio and the examples' protocol packages compiled with mypyc (hatch_build.py,
