@@ -511,10 +511,7 @@ class AppendOnlyFile:
                     chunk = os.pread(self._fd, min(_READ_CHUNK, self.size - offset - diff), offset + diff)
                     if not chunk:
                         raise OSError(errno.EIO, "the AOF is shorter than it was written")
-                    view = memoryview(chunk)
-                    while view:
-                        wrote = os.write(new, view)  # not inside the slice: compiled, that would call it twice
-                        view = view[wrote:]
+                    _write_all(new, chunk)
                     diff += len(chunk)
             os.fsync(new)
             os.rename(tmp, self.path)

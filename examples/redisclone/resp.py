@@ -224,6 +224,7 @@ class PureReader:
         return out
 
     def _in_bulk(self) -> bool:
+        """Whether a bulk string is being received (a method: mypy would keep `_parts` narrowed to None)."""
         return self._parts is not None
 
     def _end_command(self, out: List[Command]) -> None:
@@ -469,11 +470,6 @@ def _canonical_end_slowly(commands: List[Command], data: bytes, start: int) -> i
 #: header of each count ("*N\r\n"): the lengths `_canonical_end` steps by.
 _BULK_SIZE = [len(str(n)) + 5 + n for n in range(1 << 16)]
 _HEAD_SIZE = [len(str(n)) + 3 for n in range(1 << 16)]
-
-
-def _encoded_size(commands: List[Command]) -> int:
-    """Bytes that `commands` take as canonical RESP arrays."""
-    return sum(len(str(len(c))) + 3 + sum(len(str(len(a))) + 5 + len(a) for a in c) for c in commands)
 
 
 #: A packet shorter than this holds a command or two: the pure reader beats hiredis's

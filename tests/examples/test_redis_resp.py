@@ -252,12 +252,14 @@ def test_hiredis_takes_over_again_after_a_command_cut_between_packets() -> None:
     assert reader._pure.stopped < len(encode_command(command))
 
 
-def test_encoded_size_is_the_canonical_length() -> None:
-    from redisclone.resp import _encoded_size
+def test_the_canonical_end_is_the_canonical_length() -> None:
+    from redisclone.resp import _canonical_end
 
     commands = [[b"SET", b"k" * 70_000, b"v"], [b"GET", b"x" * 9], [b"a" * 10], [b"MSET", *([b"y" * 99] * 12)]]
-    assert _encoded_size(commands) == sum(len(encode_command(c)) for c in commands)
-    assert _encoded_size(commands[1:]) == sum(len(encode_command(c)) for c in commands[1:])
+    data = b"".join(encode_command(c) for c in commands)
+    assert _canonical_end(commands, data, 0) == len(data)
+    first = len(encode_command(commands[0]))
+    assert _canonical_end(commands[1:], data, first) == len(data)
 
 
 @pytest.mark.skipif(not HAVE_HIREDIS, reason="hiredis is not installed")
