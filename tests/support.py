@@ -257,6 +257,12 @@ class ServerThread:
 # ---- any program in a child process -------------------------------------------------
 
 
+#: The `start_server` fixture: start an events object on addresses, stopped when the test ends.
+Start = Callable[..., ServerThread]
+#: What a `data` event receives.
+Data = Union[bytes, memoryview, None]
+
+
 class NotReady(AssertionError):
     """A child process exited, or did not get ready in time; it has been killed and reaped."""
 

@@ -6,16 +6,12 @@ import errno
 import os
 import socket
 from pathlib import Path
-from typing import Callable
 
 import pytest
-from support import Echo, ServerThread, open_fds, with_backend
+from support import Echo, Start, open_fds, with_backend
 
 import evio
 from evio.addresses import parse
-
-Start = Callable[..., ServerThread]
-
 
 # ---- parsing -------------------------------------------------------------
 

@@ -14,16 +14,14 @@ import queue
 import selectors
 import socket
 import threading
-from typing import Any, Callable, Generic, TypeVar, Union
+from typing import Any, Callable, Generic, TypeVar
 
 import pytest
-from support import WAIT, ServerThread, TestEvents, local, recv_exactly, recv_until_closed, wait_for
+from support import WAIT, Data, Start, TestEvents, local, recv_exactly, recv_until_closed, wait_for
 
 import evio
 from evio.events import DataResult, OpenedResult
 
-Start = Callable[..., ServerThread]
-Data = Union[bytes, memoryview, None]
 MiB = 1 << 20
 #: The chat server's max_pending.
 LIMIT = 256 * 1024

@@ -11,13 +11,15 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, Callable, TypeVar, Union
+from typing import Any, Callable, TypeVar
 
 import pytest
 from support import (
     WAIT,
+    Data,
     Echo,
     ServerThread,
+    Start,
     TestEvents,
     have_ipv6_loopback,
     local,
@@ -32,8 +34,6 @@ from support import (
 import evio
 from evio.events import DataResult, OpenedResult, TickResult
 
-Start = Callable[..., ServerThread]
-Data = Union[bytes, memoryview, None]
 T = TypeVar("T")
 GetAddrInfo = Callable[..., Any]
 

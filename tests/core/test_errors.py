@@ -8,12 +8,14 @@ import queue
 import re
 import threading
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any
 
 import pytest
 from support import (
     WAIT,
+    Data,
     ServerThread,
+    Start,
     TestEvents,
     local,
     open_fds,
@@ -24,9 +26,6 @@ from support import (
 
 import evio
 from evio.events import DataResult, OpenedResult, TickResult
-
-Start = Callable[..., ServerThread]
-Data = Union[bytes, memoryview, None]
 
 
 class Boom(Exception):

@@ -7,13 +7,15 @@ import queue
 import socket
 import threading
 import time
-from typing import Any, Callable, Union
+from typing import Any
 
 import pytest
 from support import (
     SMALL_WINDOW,
     WAIT,
+    Data,
     ServerThread,
+    Start,
     TestEvents,
     local,
     recv_exactly,
@@ -23,9 +25,6 @@ from support import (
 
 import evio
 from evio.events import DataResult, OpenedResult, overridden
-
-Start = Callable[..., ServerThread]
-Data = Union[bytes, memoryview, None]
 
 
 class Recorder(TestEvents):

@@ -10,13 +10,15 @@ import socket
 import struct
 import threading
 import time
-from typing import Any, Callable, Union
+from typing import Any
 
 import pytest
 from support import (
     SMALL_WINDOW,
     WAIT,
+    Data,
     ServerThread,
+    Start,
     TestEvents,
     local,
     recv_exactly,
@@ -27,8 +29,6 @@ from support import (
 import evio
 from evio.inbox import Inbox
 
-Start = Callable[..., ServerThread]
-Data = Union[bytes, memoryview, None]
 MiB = 1 << 20
 
 

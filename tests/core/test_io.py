@@ -12,15 +12,17 @@ import sys
 import textwrap
 import threading
 import time
-from typing import Any, Callable, Union
+from typing import Any
 
 import pytest
 from support import (
     SMALL_WINDOW,
     WAIT,
+    Data,
     Processes,
     ServerProcess,
     ServerThread,
+    Start,
     TestEvents,
     cpu_seconds,
     local,
@@ -35,8 +37,6 @@ import evio
 import evio.loop
 from evio.events import DataResult
 
-Start = Callable[..., ServerThread]
-Data = Union[bytes, memoryview, None]
 MiB = 1 << 20
 
 

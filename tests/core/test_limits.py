@@ -7,16 +7,12 @@ import queue
 import socket
 import stat
 from pathlib import Path
-from typing import Callable, Union
 
 import pytest
-from support import WAIT, ServerThread, TestEvents, local, recv_exactly, with_backend
+from support import WAIT, Data, Start, TestEvents, local, recv_exactly, with_backend
 
 import evio
 from evio.addresses import parse
-
-Start = Callable[..., ServerThread]
-Data = Union[bytes, memoryview, None]
 
 
 class Capped(TestEvents):

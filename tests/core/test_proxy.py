@@ -17,17 +17,14 @@ import socket
 import struct
 import threading
 import time
-from typing import Callable, Union
 
 import pytest
-from support import WAIT, ServerThread, TestEvents, local, recv_exactly, recv_until_closed, wait_for
+from support import WAIT, Data, ServerThread, Start, TestEvents, local, recv_exactly, recv_until_closed, wait_for
 
 import evio
 import evio.loop
 from evio.events import DataResult, OpenedResult
 
-Start = Callable[..., ServerThread]
-Data = Union[bytes, memoryview, None]
 MiB = 1 << 20
 #: Pending bytes on one side past which the proxy stops reading the other.
 BOUND = 256 * 1024

@@ -12,14 +12,15 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Callable, Union
+from typing import Any
 
 import pytest
 from support import (
     WAIT,
+    Data,
     Processes,
     ServerProcess,
-    ServerThread,
+    Start,
     TestEvents,
     local,
     open_fds,
@@ -31,9 +32,6 @@ from support import (
 
 import evio
 from evio.events import DataResult, OpenedResult, TickResult
-
-Start = Callable[..., ServerThread]
-Data = Union[bytes, memoryview, None]
 
 #: serve() returns this soon after shutdown(), at most. It takes milliseconds; the bound is generous
 #: so that a loaded machine (or PyPy warming up) does not fail the test, while a loop that only noticed

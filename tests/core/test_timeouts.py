@@ -16,16 +16,14 @@ import queue
 import socket
 import threading
 import time
-from typing import Callable, Union
+from typing import Callable
 
 import pytest
-from support import WAIT, ServerThread, TestEvents, local, recv_exactly, recv_until_closed
+from support import WAIT, Data, Start, TestEvents, local, recv_exactly, recv_until_closed
 
 import evio
 from evio.events import DataResult, OpenedResult
 
-Start = Callable[..., ServerThread]
-Data = Union[bytes, memoryview, None]
 MiB = 1 << 20
 #: How much earlier than its time-out a close may be recorded (see the module's docstring).
 EARLY = 0.05

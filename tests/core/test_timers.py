@@ -9,17 +9,15 @@ import queue
 import random
 import threading
 import time
-from typing import Any, Callable, TypeVar, Union
+from typing import Any, Callable, TypeVar
 
 import pytest
-from support import WAIT, ServerThread, TestEvents, local, recv_exactly
+from support import WAIT, Data, ServerThread, Start, TestEvents, local, recv_exactly
 
 import evio
 from evio.events import DataResult, OpenedResult, TickResult
 from evio.timers import _COMPACT_AT, Timer, TimerHeap
 
-Start = Callable[..., ServerThread]
-Data = Union[bytes, memoryview, None]
 T = TypeVar("T")
 
 

@@ -6,16 +6,12 @@ import queue
 import socket
 import threading
 import time
-from typing import Callable, Union
 
 import pytest
-from support import WAIT, ServerThread, TestEvents, local, recv_exactly, recv_until_closed, wait_for
+from support import WAIT, Data, ServerThread, Start, TestEvents, local, recv_exactly, recv_until_closed, wait_for
 
 import evio
 from evio.events import DataResult, OpenedResult, TickResult
-
-Start = Callable[..., ServerThread]
-Data = Union[bytes, memoryview, None]
 
 
 class Wakeable(TestEvents):
