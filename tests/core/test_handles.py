@@ -307,12 +307,14 @@ def test_write_eof_keeps_reading_until_the_peer_closes(start_server: Start, back
 
 def test_write_eof_after_a_large_write_sends_all_first(start_server: Start, backend: str) -> None:
     blob = os.urandom(8 * MiB)
+    asked = threading.Event()
 
     class Dump(Handles):
         def data(self, conn: evio.Conn, data: Data) -> evio.DataResult:
             assert conn.write(blob)
             assert conn.pending > 0, "the blob did not fit: the EOF has to wait for it"
             assert conn.write_eof()
+            asked.set()
             return None
 
     ev = Dump()
@@ -320,6 +322,9 @@ def test_write_eof_after_a_large_write_sends_all_first(start_server: Start, back
     c, conn = pair(st, ev, rcvbuf=SMALL_WINDOW)
     with c:
         c.sendall(b"go")
+        # Nothing is read until the EOF was asked for: a reader on the other core could otherwise drain
+        # the blob while the loop was still handing it to the kernel, and nothing would be pending.
+        assert asked.wait(WAIT)
         assert recv_until_closed(c) == blob
         c.shutdown(socket.SHUT_WR)
     assert ev.next_closed() == (conn.id, None)
