@@ -324,13 +324,14 @@ def soak(
             settle_deadline = time.monotonic() + SETTLE
             while _fds(server.pid) > base_fds and time.monotonic() < settle_deadline:
                 time.sleep(0.25)
+            fds = _fds(server.pid)  # before the purge below, whose own connection may not be closed yet
             if name == "redis":
                 # What the allocator keeps free is not held: MEMORY PURGE (as in Redis) hands it back now,
                 # rather than at the clone's next purge, so what is measured is what the server holds.
                 with socket.create_connection(("127.0.0.1", port), timeout=ANSWER) as c:
                     c.sendall(_resp(b"MEMORY", b"PURGE"))
                     c.recv(16)
-            afters.append({"fds": _fds(server.pid), "rss_kib": memory_kib(server.pid)["VmRSS"]})
+            afters.append({"fds": fds, "rss_kib": memory_kib(server.pid)["VmRSS"]})
             log(f"{name}: after round {round_}: {afters[-1]['fds']} descriptors, {afters[-1]['rss_kib'] // 1024} MiB")
         server.check_alive()
     peak = max(samples, key=lambda s: s["rss_kib"]) if samples else {"rss_kib": base_rss, "fds": base_fds}
