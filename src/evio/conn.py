@@ -68,6 +68,7 @@ class Conn:
         "_since",
         "_sock",
         "_state",
+        "_wake_posted",
         "_written",
         "addr_index",
         "context",
@@ -114,6 +115,9 @@ class Conn:
         #: and asked to close: its later close() too.
         self._shut = False
         self._close_posted = False
+        #: A wake from another thread is on its way to the loop: later ones join it, so however fast
+        #: threads wake a connection, the loop's queue holds one wake for it.
+        self._wake_posted = False
         #: While dialling: the `Dial` in progress (`evio.dialer`).
         self._dial: Any = None
         #: When the connection last received or sent bytes, on the loop's clock.

@@ -452,6 +452,8 @@ class Loop:
             return
         delay: object = r
         action: object = None
+        if isinstance(r, Action):  # an IntEnum: it would pass for a delay of 1 to 4 seconds
+            raise bad_return("tick", r, "a delay, (delay, action) or None; an action goes in (delay, action)")
         if type(r) is tuple:
             if len(r) != 2:
                 raise bad_return("tick", r, "a delay, (delay, action) or None")
@@ -655,9 +657,16 @@ class Loop:
         if self.on_loop():
             self._local_wakes.append(id)
             return True
-        return self.post(self._wake_call, None, id)
+        if c._wake_posted:
+            return True  # the wake on its way fires after this call: `data` comes once for both
+        c._wake_posted = True
+        if self.post(self._wake_call, c, id):
+            return True
+        c._wake_posted = False
+        return False
 
-    def _posted_wake(self, _: None, id: int) -> None:
+    def _posted_wake(self, c: Conn, id: int) -> None:
+        c._wake_posted = False  # before `data`: a wake posted while it runs gets a `data` of its own
         self._deliver_wakes([id])
 
     def _deliver_wakes(self, ids: list[int]) -> None:

@@ -34,7 +34,10 @@ class InputStream:
                 return b""
             return packet if type(packet) is bytes else bytes(packet)
         if packet:
-            kept += packet
+            try:
+                kept += packet
+            except BufferError:  # the caller still holds a view of the buffer: leave it to them, grow a copy
+                self._kept = kept = kept + packet
         return kept
 
     def end(self, rest: bytes | bytearray | memoryview | None) -> None:

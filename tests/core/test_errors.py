@@ -250,6 +250,21 @@ def test_a_connection_action_from_a_loop_event_is_a_type_error(backend: str, whe
     assert f"{where} returned" in str(st.error) and "only Action.SHUTDOWN" in str(st.error)
 
 
+@pytest.mark.parametrize("action", [evio.Action.CLOSE, evio.Action.SHUTDOWN])
+def test_a_bare_action_from_tick_is_a_type_error_not_a_delay(backend: str, action: evio.Action) -> None:
+    """`Action` is an IntEnum: a bare one returned from `tick` must not pass for a delay of seconds."""
+
+    class Wrong(TestEvents):
+        def tick(self) -> TickResult:
+            return action
+
+    st = ServerThread(Wrong(), local(backend))
+    st.thread.start()
+    st.join()
+    assert isinstance(st.error, TypeError)
+    assert "tick returned" in str(st.error) and "(delay, action)" in str(st.error)
+
+
 def test_a_connection_action_from_closed_is_logged_as_a_type_error(
     start_server: Start, backend: str, caplog: pytest.LogCaptureFixture
 ) -> None:

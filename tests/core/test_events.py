@@ -389,6 +389,19 @@ def test_input_stream_keeps_the_tail() -> None:
     assert s.begin(b"x") == b"x"
 
 
+def test_input_stream_survives_a_view_the_caller_still_holds() -> None:
+    """A parser that keeps a memoryview of what `begin` returned must not make the next `begin` fail."""
+    s = evio.InputStream()
+    s.end(memoryview(b"abc"))  # something kept: `begin` now returns the stream's own buffer
+    held = memoryview(s.begin(b"def"))
+    s.end(held)  # nothing consumed
+    assert s.begin(b"ghi") == b"abcdefghi"  # growing in place would raise BufferError while `held` lives
+    assert bytes(held) == b"abcdef"  # the caller's view still shows what it showed
+    held.release()
+    s.end(b"i")
+    assert s.begin(b"j") == b"ij"
+
+
 def test_close_with_unread_input_still_delivers_everything(start_server: Start, backend: str) -> None:
     """Input the server never read must not turn the close into a reset that eats the reply."""
     reply = os.urandom(8 << 20)

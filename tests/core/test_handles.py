@@ -158,8 +158,11 @@ def test_pending_counts_what_the_socket_has_not_taken(start_server: Start, backe
         blob = os.urandom(16 * MiB)
         assert conn.write(blob)
         # From this thread a recent value: it counts the write on its way to the loop, then what is left.
-        wait_for(lambda: conn.pending > 0)
-        assert conn.pending <= len(blob)
+        assert 0 < conn.pending <= len(blob)
+        # The loop took the write and the socket a part of it: the rest is queued on the loop's side
+        # (the reader takes nothing yet, and 16 MiB is far more than a small window holds).
+        wait_for(lambda: conn._posted == 0 and 0 < conn._outlen < len(blob), "a short send, the rest queued")
+        assert conn.pending == conn._outlen
         assert recv_exactly(c, len(blob)) == blob
         wait_for(lambda: conn.pending == 0)
 
@@ -577,7 +580,8 @@ def test_abort_drops_pending_output_and_closes_at_once(start_server: Start, back
         with contextlib.suppress(ConnectionResetError):
             while chunk := c.recv(1 << 20):
                 got += len(chunk)
-        assert got < 2 * len(blob), "what was pending was dropped"
+        # One blob was written; the small window held most of it back when abort() dropped the rest.
+        assert got < len(blob), "what was pending was dropped"
 
 
 def test_abort_of_a_dial_under_way(start_server: Start, backend: str) -> None:

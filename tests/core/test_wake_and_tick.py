@@ -134,11 +134,13 @@ def test_wake_during_shutdown_never_fails(start_server: Start, backend: str) -> 
     threads = [threading.Thread(target=hammer) for _ in range(4)]
     for t in threads:
         t.start()
-    time.sleep(0.1)
-    st.stop()
-    stop.set()
-    for t in threads:
-        t.join(WAIT)
+    try:
+        wait_for(lambda: sum(ev.woken.values()) >= 10, "wakes delivered while the threads hammer")
+        st.stop()  # with four threads waking as fast as they can: their wakes must not bury the shutdown
+    finally:
+        stop.set()  # a failed stop must not leave four threads spinning under every later test
+        for t in threads:
+            t.join(WAIT)
     assert not errors
     assert all(conn.wake() is False for conn in conns)
     for c in clients:
