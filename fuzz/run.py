@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,14 @@ sys.path[:0] = [str(HERE), str(ROOT / "examples"), str(ROOT / "src")]
 
 #: An input that takes longer than this is a hang.
 HANG_SECONDS = 10
+
+
+class Hang(Exception):
+    """An input ran longer than `HANG_SECONDS`."""
+
+
+def _hang(signum: int, frame: object) -> None:
+    raise Hang(f"an input took over {HANG_SECONDS} s")
 
 
 def _seeds(target: str) -> list[Path]:
@@ -84,6 +93,8 @@ def run_hypothesis(target: str, seconds: int) -> int:
     @settings(max_examples=2000, deadline=HANG_SECONDS * 1000, database=None, suppress_health_check=list(HealthCheck))
     @given(st.one_of(st.binary(max_size=512), mutated))
     def check(data: bytes) -> None:
+        # hypothesis's deadline is checked only once an input returns: a timer interrupts one that never does.
+        signal.setitimer(signal.ITIMER_REAL, HANG_SECONDS)
         try:
             fn(data)
         except Exception:
@@ -91,7 +102,10 @@ def run_hypothesis(target: str, seconds: int) -> int:
             findings.mkdir(exist_ok=True)
             (findings / f"{target}-{abs(hash(data)):x}").write_bytes(data)
             raise
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
 
+    signal.signal(signal.SIGALRM, _hang)
     rounds = 0
     while time.monotonic() < deadline:
         check()
