@@ -43,6 +43,7 @@ from harness import (
     ServerProcess,
     add_disturbance_arguments,
     choose_contenders,
+    compiled_build_problem,
     display_command,
     disturbance_figures,
     free_port,
@@ -168,9 +169,21 @@ class Contender:
         )
 
 
-def find_contenders(wanted: Sequence[str] | None, *, checks: bool) -> tuple[list[Contender], dict[str, str]]:
-    """The proxies to measure, and why any of the others is left out."""
+#: The compiled build's interpreter (`make compiled`), and modules that are extension modules there.
+COMPILED_PYTHON = REPO / ".venv-compiled" / "bin" / "python"
+COMPILED_MODULES = ("evio.loop", "tcplb.balance")
+
+
+def find_contenders(
+    wanted: Sequence[str] | None, *, checks: bool, compiled_python: Path = COMPILED_PYTHON
+) -> tuple[list[Contender], dict[str, str]]:
+    """The proxies to measure, and why any of the others is left out.
+
+    The compiled build runs the proxy with -I, so that the script's folder (examples/, with the
+    source of `tcplb`) is not put on the path and the compiled `tcplb` is the one imported.
+    """
     python = sys.executable
+    compiled = str(compiled_python)
     pypy = shutil.which("pypy3")
     script = str(REPO / "examples" / "proxy.py")
     interval = str(HEALTH_INTERVAL) if checks else "0"
@@ -180,6 +193,9 @@ def find_contenders(wanted: Sequence[str] | None, *, checks: bool) -> tuple[list
         Contender("direct", "direct (no proxy)", [], loop="—"),
         Contender("haproxy", "HAProxy", ["haproxy", "-f", "{config}", "-db"], loop="epoll, nbthread 1"),
         Contender("evio", "evio proxy (CPython)", [python, *evio], loop="evio epoll"),
+        Contender(
+            "evio-compiled", "evio proxy (CPython, compiled with mypyc)", [compiled, "-I", *evio], loop="evio epoll"
+        ),
         Contender(
             "evio-pypy",
             "evio proxy (PyPy)",
@@ -192,9 +208,12 @@ def find_contenders(wanted: Sequence[str] | None, *, checks: bool) -> tuple[list
     if shutil.which("haproxy") is None:
         missing["haproxy"] = "haproxy is not installed"
     if not Path(script).exists():
-        missing["evio"] = missing["evio-pypy"] = "examples/proxy.py does not exist"
+        missing["evio"] = missing["evio-pypy"] = missing["evio-compiled"] = "examples/proxy.py does not exist"
     if pypy is None:
         missing["evio-pypy"] = "pypy3 is not installed"
+    problem = compiled_build_problem(compiled, COMPILED_MODULES, REPO)
+    if problem:
+        missing["evio-compiled"] = problem
     return choose_contenders(every, missing, wanted, reference=REFERENCE, reference_label="HAProxy")
 
 
@@ -673,7 +692,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--quick", action="store_true", help="a smoke test of under 3 minutes; writes to a temporary directory"
     )
     parser.add_argument(
-        "--servers", help="comma-separated proxies from direct,haproxy,evio,evio-pypy (default: all available)"
+        "--servers",
+        help="comma-separated proxies from direct,haproxy,evio,evio-compiled,evio-pypy (default: all available)",
     )
     parser.add_argument(
         "--checks",

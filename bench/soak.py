@@ -433,7 +433,10 @@ def main(argv: List[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="how long the clients run, per server (default 60)")
     parser.add_argument("--servers", default="redis,http", help="which servers (default redis,http)")
     parser.add_argument(
-        "--rss-growth", type=int, default=64, help="MiB the server's memory may grow from the second round's end to the last's (default 64)"
+        "--rss-growth",
+        type=int,
+        default=64,
+        help="MiB the server's memory may grow from the second round's end to the last's (default 64)",
     )
     parser.add_argument("--seed", type=int, default=1, help="the clients' random seed")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of clients, sharing the time (default 3)")

@@ -120,14 +120,28 @@ TARGETS: tuple[Target, ...] = (
         (("loads", "plain"),),
         "uvicorn",
     ),
-    # The TCP proxy on CPython against HAProxy (the reference).
-    Target("proxy", ("evio",), "requests/s", "rps_ratio", ">=", 1.0, _cases("tests", ("P1", "P128"), SET_GET)),
+    # The TCP proxy on CPython, plain and compiled, against HAProxy (the reference).
     Target(
-        "proxy", ("evio",), "-P 1: proxy CPU per request", "cpu_ratio", "<=", 1.1, _cases("tests", ("P1",), SET_GET)
+        "proxy",
+        ("evio", "evio-compiled"),
+        "requests/s",
+        "rps_ratio",
+        ">=",
+        1.0,
+        _cases("tests", ("P1", "P128"), SET_GET),
     ),
     Target(
         "proxy",
-        ("evio",),
+        ("evio", "evio-compiled"),
+        "-P 1: proxy CPU per request",
+        "cpu_ratio",
+        "<=",
+        1.1,
+        _cases("tests", ("P1",), SET_GET),
+    ),
+    Target(
+        "proxy",
+        ("evio", "evio-compiled"),
         "bandwidth, MB/s",
         "mb_per_s_ratio",
         ">=",

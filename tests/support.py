@@ -63,10 +63,9 @@ def local(backend: str) -> str:
     return with_backend("tcp4://127.0.0.1:0", backend)
 
 
-def use_backend(monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
+def use_backend(events: evio.Events, backend: str) -> None:
     """Make serve() use `backend` even with no address to carry `-net` (a loop that only dials out)."""
-    real = evio.pollers.make_poller
-    monkeypatch.setattr(evio.loop, "make_poller", lambda portable: real(portable or backend == "portable"))
+    events.portable = backend == "portable"
 
 
 def have_ipv6_loopback() -> bool:

@@ -183,7 +183,7 @@ class StaticFiles:
             spec = req.header(b"range")
             if spec is not None and req.header(b"if-range") in (None, modified):
                 wanted = _byte_range(spec, size)
-                if wanted is _UNSATISFIABLE:
+                if wanted == _UNSATISFIABLE:
                     return _plain(416, req, date, b"Content-Range: bytes */%d\r\n" % size)
                 if wanted is not None:
                     status, (offset, length) = 206, wanted
@@ -310,6 +310,7 @@ def _not_modified(req: Request, mtime: float) -> bool:
     return int(mtime) <= since
 
 
+# Compared with ==, not `is`: compiled with mypyc, a tuple of ints is a value, and loses its identity.
 _UNSATISFIABLE = (-1, -1)
 
 

@@ -47,6 +47,8 @@ class Purger:
         self.interval = interval
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None  # not `_thread`: that name breaks a mypyc build
+        #: How many times the thread has purged.
+        self.purges = 0
 
     def start(self) -> bool:
         """Start purging; False (and no thread) where the C library cannot."""
@@ -59,6 +61,7 @@ class Purger:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             purge()
+            self.purges += 1
 
     def stop(self) -> None:
         """Stop the thread and wait for it."""

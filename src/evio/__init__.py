@@ -5,9 +5,10 @@ thread that called `serve`. See `Events` for what fires when, `Conn` and
 `Server` for the handles that any event or thread can use.
 """
 
-from .conn import Conn, Server, SockAddr
+from .conn import Conn, SockAddr
 from .events import Action, DataResult, Events, OpenedResult, Options, Out, TickResult
 from .loop import serve
+from .server import Server
 from .stream import InputStream
 from .timers import Timer
 

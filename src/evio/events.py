@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple, Union
 
 if TYPE_CHECKING:
-    from .conn import Conn, Server
+    from .conn import Conn
+    from .server import Server
 
 
 def _no_attrs(*attrs: str, **kwattrs: object) -> Callable[[Any], Any]:
@@ -103,9 +104,14 @@ class Events:
     `serve`): while that many accepted connections are open, the listeners
     stop accepting; new clients wait in the kernel's backlog until one
     closes. Dialled connections do not count. `None`: no limit.
+
+    `portable` (likewise): `True` runs the loop on the portable `selectors`
+    backend even where epoll exists, as an address's ``-net`` suffix does;
+    for a loop with no address (one that only dials out), the way to ask for it.
     """
 
     max_connections: int | None = None
+    portable: bool = False
 
     def serving(self, server: Server) -> Action | None:
         """Fires once, when every listener is ready to accept (with none, when the loop starts)."""

@@ -97,13 +97,14 @@ from typing import Any, Callable, List, Tuple
 from .acceptor import Acceptor
 from .addresses import Address, parse
 from .checks import Buffer, bad_return, check_action, check_out
-from .conn import Conn, Server, SockAddr
+from .conn import Conn, SockAddr
 from .dialer import Dialer
 from .events import Action, Events, Options, overridden
 from .inbox import Inbox
 from .linger import Lingering
 from .listeners import Listener, bind_all
 from .pollers import ERR, IN, OUT, Poller, make_poller
+from .server import Server
 from .state import READING, WAKEABLE, WRITABLE, State, Trigger, move
 from .timers import Timer, TimerHeap
 
@@ -147,7 +148,11 @@ def serve(events: Events, *addrs: str) -> None:
         raise TypeError(f"serve() needs an evio.Events instance, not {type(events).__name__}")
     parsed = tuple(parse(a) for a in addrs)
     max_connections = _max_connections(events)
-    poller = make_poller(portable=any(a.portable for a in parsed))
+    # Looked up by name, as `max_connections` is (a compiled Events would read its own class's default).
+    portable = getattr(events, "portable", False)
+    if not isinstance(portable, bool):
+        raise TypeError(f"{type(events).__name__}.portable must be True or False, not {portable!r}")
+    poller = make_poller(portable=portable or any(a.portable for a in parsed))
     inbox: Inbox | None = None
     try:
         inbox = Inbox()
@@ -236,12 +241,16 @@ class Loop:
         self._buf = bytearray(READ_SIZE)
         self._view = memoryview(self._buf)
         on = {n: overridden(events, n) for n in ("opened", "closed", "detached", "data", "prewrite", "postwrite")}
-        self._opened = events.opened if on["opened"] else None
-        self._closed = events.closed if on["closed"] else None
-        self._detached = events.detached if on["detached"] else None
-        self._data = events.data if on["data"] else None
-        self._prewrite = events.prewrite if on["prewrite"] else None
-        self._postwrite = events.postwrite if on["postwrite"] else None
+        # Typed as returning `object`: what a user's event returns is checked here, with messages that
+        # say how to fix it; compiled with mypyc, the declared return types would be checked first, tersely.
+        self._opened: Callable[[Conn], object] | None = events.opened if on["opened"] else None
+        self._closed: Callable[[Conn, Any], object] | None = events.closed if on["closed"] else None
+        self._detached: Callable[[Conn, Any], object] | None = events.detached if on["detached"] else None
+        self._data: Callable[[Conn, Any], object] | None = events.data if on["data"] else None
+        self._prewrite: Callable[[Conn, int], object] | None = events.prewrite if on["prewrite"] else None
+        self._postwrite: Callable[[Conn, int, int], object] | None = events.postwrite if on["postwrite"] else None
+        self._tick: Callable[[], object] = events.tick
+        self._serving: Callable[[Server], object] = events.serving
         self._ticks = overridden(events, "tick")
         # Bound once, so a batch of posted wakes can be told apart with `is`.
         self._wake_call = self._posted_wake
@@ -258,7 +267,7 @@ class Loop:
             poller.register(self._inbox.fd, IN)
             self._acceptor.start()
             if overridden(self._events, "serving"):
-                self._loop_action("serving", self._events.serving(self.server))
+                self._loop_action("serving", self._serving(self.server))
                 self._run_deferred()
             if self._ticks and not self._stopping:
                 self._run_tick()
@@ -447,7 +456,7 @@ class Loop:
 
     def _run_tick(self) -> None:
         self._tick_timer = None
-        r = self._events.tick()
+        r = self._tick()
         if r is None:
             return
         delay: object = r

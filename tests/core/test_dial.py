@@ -954,13 +954,11 @@ def test_dial_once_shutting_down_or_after_serve_returned_raises(start_server: St
 # ---- a loop that only dials out --------------------------------------------------
 
 
-def test_serve_without_an_address_dials_exchanges_and_shuts_down(
-    start_server: Start, backend: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_serve_without_an_address_dials_exchanges_and_shuts_down(start_server: Start, backend: str) -> None:
     peer = start_server(Echo(), local(backend))
     host, port = peer.addr()[:2]
-    use_backend(monkeypatch, backend)
     ev = Dialer(greeting=b"hello;", echo=False)
+    use_backend(ev, backend)
     st = ServerThread(ev)  # no address at all
     st.start()
     try:

@@ -421,14 +421,12 @@ class DialsOut(Echo):
 
 
 @pytest.mark.parametrize("how", ["shutdown() from another thread", "Action.SHUTDOWN from closed"])
-def test_serve_with_no_address_returns_on_shutdown(
-    start_server: Start, backend: str, monkeypatch: pytest.MonkeyPatch, how: str
-) -> None:
+def test_serve_with_no_address_returns_on_shutdown(start_server: Start, backend: str, how: str) -> None:
     peer_ev = Echo()
     peer = start_server(peer_ev, local(backend))
     host, port = peer.addr()[:2]
-    use_backend(monkeypatch, backend)
     ev = DialsOut(f"tcp://{host}:{port}", stop_when_closed=how.startswith("Action"))
+    use_backend(ev, backend)
     st = start_server(ev)  # no address at all
     assert st.server.addrs == ()
     assert st.server._loop._poller.name == backend
@@ -446,12 +444,18 @@ def test_serve_with_no_address_returns_on_shutdown(
     stopped_for_good(st.server)
 
 
-def test_serve_with_no_address_and_nothing_to_do_waits_for_shutdown(
-    start_server: Start, backend: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    use_backend(monkeypatch, backend)
+def test_portable_that_is_not_a_bool_is_a_type_error_naming_it() -> None:
+    class Odd(Echo):
+        portable = "yes"  # type: ignore[assignment]
+
+    with pytest.raises(TypeError, match=r"Odd\.portable must be True or False, not 'yes'"):
+        evio.serve(Odd())
+
+
+def test_serve_with_no_address_and_nothing_to_do_waits_for_shutdown(start_server: Start, backend: str) -> None:
     before = open_fds()
     ev = Echo()
+    use_backend(ev, backend)
     st = start_server(ev)
     ran = threading.Event()
     st.server.after(0, ran.set)  # the loop runs, with nothing to serve
@@ -465,15 +469,13 @@ def test_serve_with_no_address_and_nothing_to_do_waits_for_shutdown(
     stopped_for_good(st.server)
 
 
-def test_no_descriptor_left_after_a_run_that_dialled(
-    start_server: Start, backend: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_no_descriptor_left_after_a_run_that_dialled(start_server: Start, backend: str) -> None:
     """A dialling loop with no address closes its inbox, poller, and every dialled socket when it returns."""
     before = open_fds()
     peer = start_server(Echo(), local(backend))
     host, port = peer.addr()[:2]
-    use_backend(monkeypatch, backend)
     ev = DialsOut(f"tcp://{host}:{port}")
+    use_backend(ev, backend)
     st = start_server(ev)
     wait_for(lambda: ev.received == b"hello", "the echo")
     more = [st.server.dial(f"tcp://{host}:{port}") for _ in range(5)]
