@@ -10,7 +10,7 @@ OTHER_PYTHONS ?= 3.9 3.13
 
 .PHONY: test check lint typecheck pytest pytest-pypy pytest-versions pytest-compiled compiled package docs fuzz soak soak-quick serve echo serve-http bench bench-redis bench-http bench-proxy bench-report bench-deps clean
 
-test: lint typecheck pytest pytest-pypy pytest-versions package docs
+test: lint typecheck pytest pytest-pypy pytest-versions pytest-compiled package docs
 
 # The quick loop while working: lint, types, and the suite on the default python3.
 check: lint typecheck pytest
