@@ -12,7 +12,7 @@ from .server import Server
 from .stream import InputStream
 from .timers import Timer
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "Action",

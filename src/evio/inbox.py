@@ -37,15 +37,27 @@ class Inbox:
         self._signaled = False
         self._closed = False
 
-    def post(self, function: Callable[[Any, Any], None], conn: Any, arg: Any, posted: int = 0) -> bool:
+    def post(
+        self, function: Callable[[Any, Any], None], conn: Any, arg: Any, posted: int = 0, wake: bool = False
+    ) -> bool:
         """Queue `function(conn, arg)` for the loop and wake it; `False` once the inbox is closed.
 
         `posted` bytes are counted in `conn._posted` until the loop calls `settle`,
         so `Conn.pending` includes writes still on their way to the loop.
+
+        A `wake` call joins the connection's last queued call when that is a
+        wake too (`conn._wake_posted`): it would fire the same `data(conn,
+        None)` at the same point in the connection's call order. So threads
+        waking a connection as fast as they can queue one call, not millions,
+        and a wake after a write still comes after that write.
         """
         with self._lock:
             if self._closed:
                 return False
+            if conn is not None:
+                if wake and conn._wake_posted:
+                    return True
+                conn._wake_posted = wake
             self._calls.append((function, conn, arg))
             if posted:
                 conn._posted += posted

@@ -148,7 +148,7 @@ def serve(events: Events, *addrs: str) -> None:
         raise TypeError(f"serve() needs an evio.Events instance, not {type(events).__name__}")
     parsed = tuple(parse(a) for a in addrs)
     max_connections = _max_connections(events)
-    # Looked up by name, as `max_connections` is (a compiled Events would read its own class's default).
+    # Looked up by name, as `max_connections` is, so an instance's own setting counts too.
     portable = getattr(events, "portable", False)
     if not isinstance(portable, bool):
         raise TypeError(f"{type(events).__name__}.portable must be True or False, not {portable!r}")
@@ -252,7 +252,7 @@ class Loop:
         self._tick: Callable[[], object] = events.tick
         self._serving: Callable[[Server], object] = events.serving
         self._ticks = overridden(events, "tick")
-        # Bound once, so a batch of posted wakes can be told apart with `is`.
+        # Bound once: a wake from another thread then makes no bound method of its own.
         self._wake_call = self._posted_wake
         self.server = Server(self, tuple(lst.name for lst in listeners), self._by_id)
         self.dialer = Dialer(self)
@@ -461,12 +461,14 @@ class Loop:
             return
         delay: object = r
         action: object = None
-        if isinstance(r, Action):  # an IntEnum: it would pass for a delay of 1 to 4 seconds
+        if isinstance(r, Action):  # an IntEnum: it would pass for a delay of 0 to 3 seconds
             raise bad_return("tick", r, "a delay, (delay, action) or None; an action goes in (delay, action)")
         if type(r) is tuple:
             if len(r) != 2:
                 raise bad_return("tick", r, "a delay, (delay, action) or None")
             delay, action = r
+            if isinstance(delay, Action):
+                raise bad_return("tick", r, "(delay, action): the delay first")
         if isinstance(delay, bool) or not isinstance(delay, (int, float)) or math.isnan(delay):
             raise bad_return("tick", r, "a delay in seconds, (delay, action) or None")
         self._tick_timer = self._timers.call_at(time.monotonic() + max(0.0, float(delay)), self._run_tick)
@@ -602,15 +604,9 @@ class Loop:
             c._idle_timer = self._timers.call_at(deadline, functools.partial(self._check_idle, c))
 
     def _drain_inbox(self) -> None:
-        """Carry out the calls other threads posted, in order; a connection's repeated wakes fire once."""
+        """Carry out the calls other threads posted, in order (repeated wakes were joined when posted)."""
         deferred = self._deferred
-        woken: set[int] = set()
-        wake_call = self._wake_call
         for function, conn, arg in self._inbox.take():
-            if function is wake_call:
-                if arg in woken:
-                    continue
-                woken.add(arg)
             function(conn, arg)
             if deferred:
                 self._run_deferred()
@@ -666,16 +662,12 @@ class Loop:
         if self.on_loop():
             self._local_wakes.append(id)
             return True
-        if c._wake_posted:
-            return True  # the wake on its way fires after this call: `data` comes once for both
-        c._wake_posted = True
-        if self.post(self._wake_call, c, id):
-            return True
-        c._wake_posted = False
-        return False
+        return self._inbox.post(self._wake_call, c, id, wake=True)
 
     def _posted_wake(self, c: Conn, id: int) -> None:
-        c._wake_posted = False  # before `data`: a wake posted while it runs gets a `data` of its own
+        # Before `data`: a wake posted while it runs gets a `data` of its own. Unlocked: a thread that
+        # still saw True joined this very call, whose `data` comes after that thread's wake.
+        c._wake_posted = False
         self._deliver_wakes([id])
 
     def _deliver_wakes(self, ids: list[int]) -> None:

@@ -250,19 +250,23 @@ def test_a_connection_action_from_a_loop_event_is_a_type_error(backend: str, whe
     assert f"{where} returned" in str(st.error) and "only Action.SHUTDOWN" in str(st.error)
 
 
+@pytest.mark.parametrize("shape", ["bare", "first"])
 @pytest.mark.parametrize("action", [evio.Action.CLOSE, evio.Action.SHUTDOWN])
-def test_a_bare_action_from_tick_is_a_type_error_not_a_delay(backend: str, action: evio.Action) -> None:
-    """`Action` is an IntEnum: a bare one returned from `tick` must not pass for a delay of seconds."""
+def test_an_action_from_tick_in_place_of_the_delay_is_a_type_error(
+    backend: str, action: evio.Action, shape: str
+) -> None:
+    """`Action` is an IntEnum: returned from `tick` as the delay, it must not pass for seconds."""
 
     class Wrong(TestEvents):
         def tick(self) -> TickResult:
-            return action
+            return action if shape == "bare" else (action, None)
 
     st = ServerThread(Wrong(), local(backend))
     st.thread.start()
     st.join()
     assert isinstance(st.error, TypeError)
-    assert "tick returned" in str(st.error) and "(delay, action)" in str(st.error)
+    assert "tick returned" in str(st.error)
+    assert ("an action goes in (delay, action)" if shape == "bare" else "the delay first") in str(st.error)
 
 
 def test_a_connection_action_from_closed_is_logged_as_a_type_error(

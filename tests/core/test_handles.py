@@ -158,11 +158,10 @@ def test_pending_counts_what_the_socket_has_not_taken(start_server: Start, backe
         blob = os.urandom(16 * MiB)
         assert conn.write(blob)
         # From this thread a recent value: it counts the write on its way to the loop, then what is left.
-        assert 0 < conn.pending <= len(blob)
-        # The loop took the write and the socket a part of it: the rest is queued on the loop's side
+        # The loop takes the write and the socket a part of it: the rest stays queued on the loop's side
         # (the reader takes nothing yet, and 16 MiB is far more than a small window holds).
         wait_for(lambda: conn._posted == 0 and 0 < conn._outlen < len(blob), "a short send, the rest queued")
-        assert conn.pending == conn._outlen
+        assert 0 < conn.pending < len(blob)
         assert recv_exactly(c, len(blob)) == blob
         wait_for(lambda: conn.pending == 0)
 

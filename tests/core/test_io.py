@@ -113,15 +113,24 @@ def test_a_thousand_concurrent_connections(start_server: Start, backend: str) ->
 def test_half_close_still_gets_the_whole_reply(start_server: Start, backend: str) -> None:
     reply = os.urandom(8 * MiB)
 
+    left: list[int] = []
+
     class Reply(Echo):
         def data(self, conn: evio.Conn, data: Data) -> DataResult:
             return reply
+
+        def postwrite(self, conn: evio.Conn, amount: int, remaining: int) -> evio.Action | None:
+            left.append(remaining)
+            return None
 
     ev = Reply()
     st = start_server(ev, local(backend))
     with st.connect(rcvbuf=SMALL_WINDOW) as c:
         c.sendall(b"request")
         c.shutdown(socket.SHUT_WR)  # end of input arrives while most of the reply is still pending
+        wait_for(lambda: bool(left), "the reply's first write")
+        # Nothing read yet, so nothing drained: the first write left the rest pending, and still does.
+        assert left[0] > 0, "the first write took the whole reply: the pending path did not run"
         assert recv_until_closed(c) == reply
     assert ev.closed_with.get(timeout=WAIT) is None
 
@@ -190,14 +199,22 @@ def test_closing_connection_that_reads_slowly_is_not_dropped(
     monkeypatch.setattr(evio.loop, "CLOSE_TIMEOUT", 0.5)
     blob = b"s" * (16 * MiB)
 
+    left: list[int] = []
+
     class Goodbye(Echo):
         def data(self, conn: evio.Conn, data: Data) -> DataResult:
             return blob, evio.Action.CLOSE
+
+        def postwrite(self, conn: evio.Conn, amount: int, remaining: int) -> evio.Action | None:
+            left.append(remaining)
+            return None
 
     ev = Goodbye()
     st = start_server(ev, local(backend))
     with st.connect(rcvbuf=SMALL_WINDOW) as c:
         c.sendall(b"x")
+        wait_for(lambda: bool(left), "the reply's first write")
+        assert left[0] > 0, "the first write took the whole reply: the closing connection had nothing pending"
         got = 0
         began = time.monotonic()
         while True:  # slower overall than the time-out, but never idle for that long

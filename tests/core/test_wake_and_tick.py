@@ -67,8 +67,9 @@ def test_wakes_from_eight_threads(start_server: Start, backend: str) -> None:
         go.wait()
         for n in range(per_thread):
             target = conns[(i + n) % 8]
+            called = time.monotonic()  # before the call: its data may run before the call returns
             results[i].append(target.wake() if n % 2 else st.server.wake(target.id))
-            returned_at[i][target.id] = time.monotonic()
+            returned_at[i][target.id] = called
 
     threads = [threading.Thread(target=hammer, args=(i,)) for i in range(8)]
     for t in threads:
@@ -145,6 +146,64 @@ def test_wake_during_shutdown_never_fails(start_server: Start, backend: str) -> 
     assert all(conn.wake() is False for conn in conns)
     for c in clients:
         c.close()
+
+
+def test_a_wake_after_a_write_from_a_thread_fires_after_the_write(start_server: Start, backend: str) -> None:
+    """Bursts of write-then-wake: the last wake of a burst must not join a wake queued before its write."""
+
+    class Marks(TestEvents):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conns: queue.Queue[evio.Conn] = queue.Queue()
+
+        def opened(self, conn: evio.Conn) -> OpenedResult:
+            self.conns.put(conn)
+            return None
+
+        def data(self, conn: evio.Conn, data: Data) -> DataResult:
+            return b"|" if data is None else None
+
+    ev = Marks()
+    st = start_server(ev, local(backend))
+    with st.connect() as c:
+        conn = ev.conns.get(timeout=WAIT)
+        got = b""
+        for burst in range(20):
+            for n in range(50):
+                assert conn.write(b"%d.%d;" % (burst, n))
+                assert conn.wake()
+            last = b"%d.49;" % burst
+            deadline = time.monotonic() + WAIT
+            while last not in got or b"|" not in got[got.index(last) :]:
+                assert time.monotonic() < deadline, f"no data(conn, None) after {last!r}: {got[-200:]!r}"
+                c.settimeout(max(0.01, deadline - time.monotonic()))
+                got += c.recv(1 << 16)
+            # Every write arrived, in order, between the marks.
+            assert got.replace(b"|", b"").endswith(b"".join(b"%d.%d;" % (burst, n) for n in range(50)))
+
+
+def test_a_wake_posted_while_its_data_runs_gets_a_data_of_its_own(start_server: Start, backend: str) -> None:
+    entered, release = threading.Event(), threading.Event()
+    calls: list[float] = []
+
+    class Slow(Wakeable):
+        def data(self, conn: evio.Conn, data: Data) -> DataResult:
+            if data is None:
+                calls.append(time.monotonic())
+                if len(calls) == 1:
+                    entered.set()
+                    assert release.wait(WAIT)
+            return super().data(conn, data)
+
+    ev = Slow()
+    st = start_server(ev, local(backend))
+    with st.connect():
+        conn = ev.conns.get(timeout=WAIT)
+        assert conn.wake()
+        assert entered.wait(WAIT)
+        assert conn.wake()  # the first wake's data is running: this one cannot join it
+        release.set()
+        wait_for(lambda: len(calls) == 2, "a second data(conn, None)")
 
 
 def test_wake_from_the_loop_thread(start_server: Start, backend: str) -> None:
