@@ -19,6 +19,7 @@ wording, RESP3 types).
 from __future__ import annotations
 
 import importlib
+from itertools import chain, repeat
 from typing import Any, List, Union
 
 
@@ -472,6 +473,27 @@ _BULK_SIZE = [len(str(n)) + 5 + n for n in range(1 << 16)]
 _HEAD_SIZE = [len(str(n)) + 3 for n in range(1 << 16)]
 
 
+#: Up to this many bytes per element, a packet hiredis read is checked by `_plain` (loops in C, a scan
+#: of the bytes for each RESP3 mark) before `_canonical_end` (a look at each element, in Python).
+_CHECKED_IN_C = 64
+#: Type bytes of what hiredis hands back as bytes or a plain list, though Redis refuses it inside a request.
+_MARKS = (b"+", b"=", b"(", b">", b"~", b"|", b"%")
+
+
+def _plain(commands: List[Command], data: bytes, start: int) -> bool:
+    """Whether `commands`, hiredis's reading of all of `data[start:]`, are arrays of bulk strings for sure.
+
+    Every command is a list (the caller checked); every element must be bytes.
+    A status, verbatim or big-number element also comes back as bytes, and a
+    set, push or attribute as a list, so a packet holding any of their type
+    bytes anywhere is not judged here (False: `_canonical_end` looks at each
+    element).
+    """
+    if set(map(type, chain.from_iterable(commands))) != {bytes}:
+        return False
+    return max(map(data.find, _MARKS, repeat(start))) < 0  # looped in C too
+
+
 #: A packet shorter than this holds a command or two: the pure reader beats hiredis's
 #: fixed cost per packet there (measured on CPython 3.11).
 SMALL_PACKET = 96
@@ -558,7 +580,19 @@ class HiredisReader:
         except Exception:  # a protocol error, or a map keyed by a list: the pure reader judges
             self._reader = _HiredisReader()
             return pure.feed(data, False, start)
-        end = _canonical_end(out, data, start) if all(out) else -1  # all(): no empty or null arrays
+        # all(): no empty or null arrays; then only lists (hiredis's arrays), and how many elements they hold.
+        if all(out) and set(map(type, out)) == {list} and n <= _CHECKED_IN_C * sum(map(len, out)):
+            # Small elements: checks looped in C cost less than a look at each element in Python.
+            try:
+                reader.feed(b"*0\r\n")  # comes back alone only if hiredis stopped between commands
+                whole = reader.gets() == [] and not reader.has_data()
+            except Exception:
+                whole = False
+            if whole and _plain(out, data, start):
+                return out
+            if not whole:
+                self._reader = reader = _HiredisReader()  # it took the probe inside an array
+        end = _canonical_end(out, data, start) if all(out) else -1
         if end == len(data):
             return out  # the common case: hiredis took it all, and holds nothing
         self._reader = _HiredisReader()

@@ -262,6 +262,18 @@ def test_the_canonical_end_is_the_canonical_length() -> None:
     assert _canonical_end(commands[1:], data, first) == len(data)
 
 
+def test_small_plain_commands_are_judged_in_c_and_anything_marked_is_left_to_the_walk() -> None:
+    from redisclone.resp import _CHECKED_IN_C, _plain
+
+    commands = [[b"SET", b"key", b"abc"], [b"GET", b"key"], [b"PING"]] * 40
+    data = b"".join(encode_command(c) for c in commands)
+    assert len(data) <= _CHECKED_IN_C * sum(map(len, commands))  # what HiredisReader sends to _plain
+    assert _plain(commands, data, 0)
+    assert not _plain(commands, data + b"+", 0)  # a status's type byte anywhere: looked at element by element
+    assert not _plain([[b"SET", b"key", 1]], data, 0)  # type: ignore[list-item]
+    assert _plain(commands[1:], b"+" + data[: len(data) - 1], 1)  # only from `start` on
+
+
 @pytest.mark.skipif(not HAVE_HIREDIS, reason="hiredis is not installed")
 @pytest.mark.parametrize(
     "stream",
