@@ -61,7 +61,7 @@ PIPELINE_DEPTH = 16
 BIG_FILE = 1 << 30
 
 COMPILED_PYTHON = REPO / ".venv-compiled" / "bin" / "python"
-COMPILED_MODULES = ("evio.loop",)  # the HTTP package (minihttp) is not compiled: it runs from examples/
+COMPILED_MODULES = ("evio.loop", "minihttp.parser")  # compiled in a mypyc build: extension modules
 
 PIPELINE_LUA = f"""-- {PIPELINE_DEPTH} requests per write; wrk counts each response.
 init = function(args)
@@ -147,9 +147,10 @@ def find_contenders(
 ) -> tuple[list[Contender], dict[str, str]]:
     """The servers to measure, and why any of the others is left out.
 
-    `compiled_python` is the interpreter of the compiled build (`make compiled`), where evio is
-    installed compiled with mypyc; it runs the example with -E, so that no PYTHONPATH brings in evio's
-    source (the example's own HTTP package, beside the script, runs interpreted).
+    `compiled_python` is the interpreter of the compiled build (`make compiled`): evio and the
+    example's HTTP package compiled with mypyc and installed there. It runs the example with -I, so
+    that the script's folder (examples/, with the source of `minihttp`) is not put on the path and the
+    compiled `minihttp` is the one imported, as the Redis benchmark runs its clone.
     """
     python = sys.executable
     pypy = shutil.which("pypy3")
@@ -169,7 +170,7 @@ def find_contenders(
         Contender(
             "evio-compiled",
             "evio, CPython, compiled (mypyc)",
-            [str(compiled_python), "-E", *evio],
+            [str(compiled_python), "-I", *evio],
             "evio epoll",
             "minihttp",
             files=True,

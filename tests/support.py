@@ -256,6 +256,22 @@ class ServerThread:
 # ---- any program in a child process -------------------------------------------------
 
 
+def _child_setup(preexec: Callable[[], None] | None) -> Callable[[], None]:
+    """In the child, before it runs: SIGINT and SIGQUIT as a terminal would deliver them, then `preexec`.
+
+    A shell that starts the suite in the background (CI, `make test &`) hands it SIGINT ignored, and
+    a program that starts with SIGINT ignored keeps it so: Ctrl-C tests would then kill, not stop.
+    """
+
+    def setup() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+        if preexec is not None:
+            preexec()
+
+    return setup
+
+
 #: The `start_server` fixture: start an events object on addresses, stopped when the test ends.
 Start = Callable[..., ServerThread]
 #: What a `data` event receives.
@@ -314,7 +330,7 @@ class ServerProcess:
                 stderr=self._err,
                 env=None if env is None else dict(env),
                 cwd=cwd,
-                preexec_fn=preexec,
+                preexec_fn=_child_setup(preexec),
             )
         except BaseException:
             self._out.close()
