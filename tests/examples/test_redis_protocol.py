@@ -596,21 +596,28 @@ def test_replies_come_in_bounded_steps_and_add_up_to_the_unbounded_ones(connect:
 def test_input_arriving_while_steps_wait_queues_behind_them() -> None:
     db = Database()
     c = RedisProtocol(db, make_reader(pure=True), step=1)
-    assert c.feed(b"PING\r\nECHO a\r\n") == b"+PONG\r\n" and c.backlog
+    assert c.feed(b"ECHO x\r\nECHO a\r\n") == b"$1\r\nx\r\n" and c.backlog
     assert c.feed(b"ECHO b\r\n") == b"$1\r\na\r\n" and c.backlog
     assert c.resume() == b"$1\r\nb\r\n" and not c.backlog
 
 
+def test_set_and_ping_replies_are_bounded_by_their_commands_and_not_counted() -> None:
+    """A reply no longer than its command (a byte more for an inline PING) adds what the input bounds."""
+    c = RedisProtocol(Database(), make_reader(pure=True), step=1)
+    assert c.feed(b"PING\r\nSET k v\r\nPING\r\nECHO a\r\nECHO b\r\n") == b"+PONG\r\n+OK\r\n+PONG\r\n$1\r\na\r\n"
+    assert c.backlog and c.resume() == b"$1\r\nb\r\n" and not c.backlog
+
+
 def test_a_protocol_error_waits_for_the_steps_before_it() -> None:
     c = RedisProtocol(Database(), make_reader(pure=True), step=1)
-    assert c.feed(b"PING\r\nPING\r\n*1\r\n$x\r\n") == b"+PONG\r\n" and c.verdict == KEEP
-    assert c.resume() == b"+PONG\r\n-ERR Protocol error: invalid bulk length\r\n"
+    assert c.feed(b"ECHO a\r\nECHO b\r\n*1\r\n$x\r\n") == b"$1\r\na\r\n" and c.verdict == KEEP
+    assert c.resume() == b"$1\r\nb\r\n-ERR Protocol error: invalid bulk length\r\n"
     assert c.verdict == CLOSE and not c.backlog
 
 
 def test_quit_in_a_step_drops_what_follows() -> None:
     c = RedisProtocol(Database(), make_reader(pure=True), step=1)
-    assert c.feed(b"PING\r\nQUIT\r\nPING\r\n") == b"+PONG\r\n"
+    assert c.feed(b"ECHO a\r\nQUIT\r\nPING\r\n") == b"$1\r\na\r\n"
     assert c.resume() == b"+OK\r\n" and c.verdict == CLOSE and not c.backlog
 
 
