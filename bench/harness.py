@@ -633,6 +633,10 @@ def interpreter_info(executable: str, env: Mapping[str, str] | None = None) -> d
     return info
 
 
+#: The interpreter of the compiled build that `make compiled` makes, where the benchmarks look for it.
+COMPILED_PYTHON = Path(__file__).resolve().parent.parent / ".venv-compiled" / "bin" / "python"
+
+
 def compiled_build_problem(python: str, modules: Sequence[str], cwd: Path) -> str:
     """Why the compiled build at `python` cannot be measured ("" when it can).
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import report
 from harness import (
+    COMPILED_PYTHON,
     LOOPBACK,
     BenchError,
     Pinning,
@@ -60,7 +61,6 @@ CONNECTIONS = 100
 PIPELINE_DEPTH = 16
 BIG_FILE = 1 << 30
 
-COMPILED_PYTHON = REPO / ".venv-compiled" / "bin" / "python"
 COMPILED_MODULES = ("evio.loop", "minihttp.parser")  # compiled in a mypyc build: extension modules
 
 PIPELINE_LUA = f"""-- {PIPELINE_DEPTH} requests per write; wrk counts each response.

@@ -36,6 +36,7 @@ from typing import Any
 
 import report
 from harness import (
+    COMPILED_PYTHON,
     LOOPBACK,
     BenchError,
     Pinning,
@@ -169,8 +170,7 @@ class Contender:
         )
 
 
-#: The compiled build's interpreter (`make compiled`), and modules that are extension modules there.
-COMPILED_PYTHON = REPO / ".venv-compiled" / "bin" / "python"
+#: Modules that are extension modules in the compiled build (`make compiled`).
 COMPILED_MODULES = ("evio.loop", "tcplb.balance")
 
 

@@ -32,6 +32,7 @@ from typing import Any
 
 import report
 from harness import (
+    COMPILED_PYTHON,
     LOOPBACK,
     BenchError,
     Pinning,
@@ -61,7 +62,6 @@ REPO = Path(__file__).resolve().parent.parent
 TESTS = ("PING_INLINE", "PING_MBULK", "SET", "GET")
 VALUE_TESTS = ("SET", "GET")
 IDLE_REQUEST = b"*1\r\n$4\r\nPING\r\n"
-COMPILED_PYTHON = REPO / ".venv-compiled" / "bin" / "python"
 COMPILED_MODULES = ("evio.loop", "redisclone.resp")  # compiled in a mypyc build: extension modules
 
 _RESULT_LINE = re.compile(r"^\s*(?P<test>[^:\r\n]+?): (?P<rps>\d+(?:\.\d+)?) requests per second")

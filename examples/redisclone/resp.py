@@ -580,8 +580,9 @@ class HiredisReader:
         except Exception:  # a protocol error, or a map keyed by a list: the pure reader judges
             self._reader = _HiredisReader()
             return pure.feed(data, False, start)
-        # all(): no empty or null arrays; then only lists (hiredis's arrays), and how many elements they hold.
-        if all(out) and set(map(type, out)) == {list} and n <= _CHECKED_IN_C * sum(map(len, out)):
+        arrays = all(out)  # no empty or null arrays
+        # Then only lists (hiredis's arrays), and how many elements they hold.
+        if arrays and set(map(type, out)) == {list} and n <= _CHECKED_IN_C * sum(map(len, out)):
             # Small elements: checks looped in C cost less than a look at each element in Python.
             try:
                 reader.feed(b"*0\r\n")  # comes back alone only if hiredis stopped between commands
@@ -592,7 +593,7 @@ class HiredisReader:
                 return out
             if not whole:
                 self._reader = reader = _HiredisReader()  # it took the probe inside an array
-        end = _canonical_end(out, data, start) if all(out) else -1
+        end = _canonical_end(out, data, start) if arrays else -1
         if end == len(data):
             return out  # the common case: hiredis took it all, and holds nothing
         self._reader = _HiredisReader()

@@ -115,8 +115,9 @@ class Conn:
         #: and asked to close: its later close() too.
         self._shut = False
         self._close_posted = False
-        #: A wake from another thread is on its way to the loop: later ones join it, so however fast
-        #: threads wake a connection, the loop's queue holds one wake for it.
+        #: The last call queued for this connection from another thread is a wake: a later wake joins
+        #: it (`Inbox.post`), so however fast threads wake a connection, one wake waits between two
+        #: other calls.
         self._wake_posted = False
         #: While dialling: the `Dial` in progress (`evio.dialer`).
         self._dial: Any = None

@@ -148,11 +148,7 @@ def serve(events: Events, *addrs: str) -> None:
         raise TypeError(f"serve() needs an evio.Events instance, not {type(events).__name__}")
     parsed = tuple(parse(a) for a in addrs)
     max_connections = _max_connections(events)
-    # Looked up by name, as `max_connections` is, so an instance's own setting counts too.
-    portable = getattr(events, "portable", False)
-    if not isinstance(portable, bool):
-        raise TypeError(f"{type(events).__name__}.portable must be True or False, not {portable!r}")
-    poller = make_poller(portable=portable or any(a.portable for a in parsed))
+    poller = make_poller(portable=_portable(events) or any(a.portable for a in parsed))
     inbox: Inbox | None = None
     try:
         inbox = Inbox()
@@ -205,6 +201,14 @@ def _max_connections(events: Events) -> int | None:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"{type(events).__name__}.max_connections must be a positive int or None, not {limit!r}")
     return limit if isinstance(limit, int) else None
+
+
+def _portable(events: Events) -> bool:
+    """`events.portable`, checked (looked up by name, as `max_connections` is)."""
+    portable: object = getattr(events, "portable", False)
+    if not isinstance(portable, bool):
+        raise TypeError(f"{type(events).__name__}.portable must be True or False, not {portable!r}")
+    return portable
 
 
 def _chunks(out: Buffer, start: int) -> list[memoryview]:
@@ -461,14 +465,12 @@ class Loop:
             return
         delay: object = r
         action: object = None
-        if isinstance(r, Action):  # an IntEnum: it would pass for a delay of 0 to 3 seconds
-            raise bad_return("tick", r, "a delay, (delay, action) or None; an action goes in (delay, action)")
         if type(r) is tuple:
             if len(r) != 2:
                 raise bad_return("tick", r, "a delay, (delay, action) or None")
             delay, action = r
-            if isinstance(delay, Action):
-                raise bad_return("tick", r, "(delay, action): the delay first")
+        if isinstance(delay, Action):  # an IntEnum: it would pass for a delay of 0 to 3 seconds
+            raise bad_return("tick", r, "the delay first: a number of seconds; an action goes in (delay, action)")
         if isinstance(delay, bool) or not isinstance(delay, (int, float)) or math.isnan(delay):
             raise bad_return("tick", r, "a delay in seconds, (delay, action) or None")
         self._tick_timer = self._timers.call_at(time.monotonic() + max(0.0, float(delay)), self._run_tick)
