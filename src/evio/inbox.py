@@ -6,11 +6,21 @@ the queue share one wake, so a burst from another thread costs one system
 call. A lock orders every post against `close`, so a call that races with
 shutdown never writes into a closed (or reused) descriptor; once closed,
 `post` refuses, and `close` hands back what was still queued.
+
+Signal handlers reach the loop too. Python runs a handler between two
+bytecodes on the main thread; a signal that arrives just before the poll
+starts, or on another thread, leaves the poll asleep until some descriptor
+or timer wakes it, and the handler waits that long. So an inbox made with
+`signals=True` (on the main thread) is a self-pipe whose write end is the
+interpreter's signal wakeup descriptor (`signal.set_wakeup_fd`) until it
+closes: every signal makes the poll return. One that is already set (by
+the application) is left alone.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 from typing import Any, Callable, List, Tuple
@@ -22,10 +32,10 @@ Call = Tuple[Callable[[Any, Any], None], Any, Any]
 class Inbox:
     """Calls other threads posted for the loop, oldest first, and the descriptor that signals them."""
 
-    __slots__ = ("_calls", "_closed", "_lock", "_signaled", "_wfd", "fd")
+    __slots__ = ("_calls", "_closed", "_lock", "_signaled", "_wakes_signals", "_wfd", "fd")
 
-    def __init__(self) -> None:
-        if sys.version_info >= (3, 10) and hasattr(os, "eventfd"):
+    def __init__(self, signals: bool = False) -> None:
+        if not signals and sys.version_info >= (3, 10) and hasattr(os, "eventfd"):
             fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
             self.fd, self._wfd = fd, fd
         else:
@@ -36,6 +46,18 @@ class Inbox:
         self._calls: List[Call] = []
         self._signaled = False
         self._closed = False
+        self._wakes_signals = False
+        if signals:
+            previous = signal.set_wakeup_fd(self._wfd, warn_on_full_buffer=False)
+            if previous == -1:
+                self._wakes_signals = True
+            else:
+                signal.set_wakeup_fd(previous)
+
+    @property
+    def wakes_signals(self) -> bool:
+        """Whether a signal makes this inbox's descriptor readable (it is the signal wakeup descriptor)."""
+        return self._wakes_signals
 
     def post(
         self, function: Callable[[Any, Any], None], conn: Any, arg: Any, posted: int = 0, wake: bool = False
@@ -73,7 +95,7 @@ class Inbox:
             if not self._closed:
                 self._signaled = False
                 try:
-                    os.read(self.fd, 64)
+                    os.read(self.fd, 4096)  # a pipe may hold a byte per signal too
                 except (BlockingIOError, InterruptedError):
                     pass
         return calls
@@ -108,6 +130,11 @@ class Inbox:
                 return []
             self._closed = True
             calls, self._calls = self._calls, []
+            if self._wakes_signals:  # before the descriptor closes: a signal must not write into a reused one
+                self._wakes_signals = False
+                current = signal.set_wakeup_fd(-1)
+                if current != self._wfd:  # the application set its own meanwhile: keep it
+                    signal.set_wakeup_fd(current)
             os.close(self.fd)
             if self._wfd != self.fd:
                 os.close(self._wfd)

@@ -151,7 +151,9 @@ def serve(events: Events, *addrs: str) -> None:
     poller = make_poller(portable=_portable(events) or any(a.portable for a in parsed))
     inbox: Inbox | None = None
     try:
-        inbox = Inbox()
+        # On the main thread the inbox is also the signal wakeup descriptor: a Python signal
+        # handler then runs at once, even when its signal lands just as the loop goes to sleep.
+        inbox = Inbox(signals=threading.current_thread() is threading.main_thread())
         listeners = bind_all(parsed)
     except BaseException:
         if inbox is not None:

@@ -508,3 +508,49 @@ def test_shutdown_from_a_signal_handler_stops_an_idle_loop_at_once(backend: str,
     assert proc.stdout() == "ready\n"
     assert proc.stop(signal.SIGTERM) == 0, proc.describe()
     assert proc.stdout() == "ready\nstopped\n"
+
+
+# The main thread blocks SIGUSR1, so the kernel hands it to the other thread: the interpreter notes
+# it there, and only the wakeup descriptor tells the main thread's poll (no timer, no traffic).
+_SIGNAL_ON_ANOTHER_THREAD = """
+import os, signal, sys, threading, evio
+
+never = threading.Event()
+threading.Thread(target=never.wait, daemon=True).start()  # its mask is the default: SIGUSR1 open
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+theirs = None
+if sys.argv[2] == "theirs":  # the application set its own first
+    theirs = os.pipe()[1]
+    os.set_blocking(theirs, False)
+    signal.set_wakeup_fd(theirs)
+
+class Idle(evio.Events):
+    def serving(self, server):
+        signal.signal(signal.SIGUSR1, lambda signum, frame: server.shutdown())
+        current = signal.set_wakeup_fd(-1)
+        signal.set_wakeup_fd(current)
+        print("ready", "theirs" if current == theirs else "ours" if current != -1 else "none", flush=True)
+        return evio.Action.SHUTDOWN if theirs is not None else None
+
+evio.serve(Idle(), sys.argv[1])
+print("stopped", "theirs" if signal.set_wakeup_fd(-1) == theirs else "other", flush=True)
+"""
+
+
+def test_a_signal_taken_by_another_thread_still_runs_its_handler(backend: str, processes: Processes) -> None:
+    """serve() on the main thread makes its inbox the signal wakeup descriptor, and gives it back."""
+    argv = [sys.executable, "-c", _SIGNAL_ON_ANOTHER_THREAD, local(backend), "none"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = processes.add(ServerProcess(argv, ready=r"ready \w+", env=env))
+    assert proc.stdout() == "ready ours\n"
+    proc.send_signal(signal.SIGUSR1)
+    assert proc.wait(WAIT) == 0, proc.describe()
+    assert proc.stdout() == "ready ours\nstopped other\n"  # -1 again: nothing set after serve
+
+
+def test_an_applications_signal_wakeup_descriptor_is_left_alone(backend: str, processes: Processes) -> None:
+    argv = [sys.executable, "-c", _SIGNAL_ON_ANOTHER_THREAD, local(backend), "theirs"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = processes.add(ServerProcess(argv, ready=r"ready \w+", env=env))
+    assert proc.wait(WAIT) == 0, proc.describe()
+    assert proc.stdout() == "ready theirs\nstopped theirs\n"
