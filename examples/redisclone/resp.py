@@ -19,6 +19,7 @@ wording, RESP3 types).
 from __future__ import annotations
 
 import importlib
+import re
 from itertools import chain, repeat
 from typing import Any, List, Union
 
@@ -498,6 +499,50 @@ def _plain(commands: List[Command], data: bytes, start: int) -> bool:
 #: fixed cost per packet there (measured on CPython 3.11).
 SMALL_PACKET = 96
 
+#: Type bytes of what hiredis makes a list for, as long as the header's count says, when it reads
+#: the header: arrays, sets, pushes, attributes (a map's dict is not sized up front).
+_AGGREGATES = (b"*", b"~", b">", b"|")
+#: A header with this many digits (10,000 elements or more) keeps its packet from hiredis.
+_BIG_COUNT = 5
+#: For each, a search for it before that many digits (a literal first: the regular expression engine
+#: then looks for that byte alone, several times faster than for a set of four).
+_BIG_HEADER = {mark: re.compile(re.escape(mark) + rb"[0-9]{%d}" % _BIG_COUNT).search for mark in _AGGREGATES}
+#: Bytes per type byte found above which a search for each (memchr, then a call) costs less than
+#: the regular expression's walk over every byte (measured with callgrind on CPython 3.11).
+_SPARSE = 512
+
+
+def _small_aggregates(data: bytes, start: int) -> bool:
+    """Whether no aggregate header in `data[start:]` could announce 10,000 elements or more.
+
+    hiredis makes an array's list when it reads the header, as long as the
+    header says, before a single element came. A header of two billion
+    elements costs nothing then (the pages are not touched), but the list is
+    freed element by element (8 s here), and a push's is walked as it is read
+    (a minute): a packet of a hundred bytes would stall the loop. So a packet
+    where any of these type bytes comes before five digits goes to the pure
+    reader, which makes room as elements come. The type bytes are found one
+    by one while they are sparse (large values: a search each) and by one
+    pass of a regular expression once they are dense (every command starts
+    with one), so the cost stays a fraction of what hiredis spends.
+    """
+    find = data.find
+    for mark in _AGGREGATES:
+        i = find(mark, start)
+        hits, since = 0, i
+        while i >= 0:
+            if data[i + 1 : i + 1 + _BIG_COUNT].isdigit():
+                return False
+            hits += 1
+            if hits == 8:
+                if i - since < 8 * _SPARSE:
+                    if _BIG_HEADER[mark](data, i) is not None:
+                        return False
+                    break
+                hits, since = 0, i
+            i = find(mark, i + 1)
+    return True
+
 
 class HiredisReader:
     """The `PureReader` interface, with hiredis parsing whole packets of arrays.
@@ -515,10 +560,10 @@ class HiredisReader:
     goes to the `PureReader`, which keeps what it needs of it until it finishes
     that command; the next packet that starts afresh goes to hiredis again.
 
-    A hiredis reader that stopped inside an array is dropped at once: hiredis
-    makes the array's list when it reads the header, so a header of two
-    billion elements reserves address space (not memory: the pages are never
-    touched) for as long as that reader lives, which is within this call.
+    hiredis makes an array's list as long as its header says when it reads
+    the header, so a packet announcing 10,000 elements or more in any header
+    goes to the pure reader (`_small_aggregates`); and a hiredis reader that
+    stopped inside an array is dropped at once, not kept for the next packet.
     """
 
     __slots__ = ("_max_bulk", "_pure", "_reader", "_small")
@@ -573,6 +618,8 @@ class HiredisReader:
             return []
         if n < self._small or n > self._max_bulk or pure.error is not None or data[start] != 42:
             return pure.feed(data, False, start)
+        if not _small_aggregates(data, start):
+            return pure.feed(data, False, start)  # hiredis would size a list by a header, not by what came
         reader = self._reader
         reader.feed(data, start)
         try:

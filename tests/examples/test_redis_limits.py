@@ -512,6 +512,29 @@ def test_a_packet_asking_for_a_gigabyte_is_answered_in_bounded_steps(start: Star
         assert roundtrip(sock, b"PING\r\n") == b"+PONG\r\n"  # and this one goes on
 
 
+@pytest.mark.parametrize("variant", [[], ["--stdlib"]])
+def test_headers_announcing_billions_of_elements_stall_nobody(start: Start, variant: List[str]) -> None:
+    """hiredis would size a list by such a header: freeing it stalled the loop 8 s a packet here."""
+    server = start(*variant)
+    hostile = [server.connect() for _ in range(3)]
+    try:
+        with server.connect() as other:
+            for sock, header in zip(hostile, (b"*2147483647\r\n", b"*1\r\n*2147483647\r\n", b"*1\r\n~2147483647\r\n")):
+                sock.sendall(header + b"$1\r\na\r\n" * 20)
+                began = time.perf_counter()
+                assert roundtrip(other, b"PING\r\n") == b"+PONG\r\n"
+                # Taken at once; 2 s leaves a loaded machine room, and is a quarter of one stall.
+                assert time.perf_counter() - began < 2.0
+            for sock in hostile:
+                sock.close()  # the half-read commands are dropped with their connections: at once too
+            began = time.perf_counter()
+            assert roundtrip(other, b"PING\r\n") == b"+PONG\r\n"
+            assert time.perf_counter() - began < 2.0
+    finally:
+        for sock in hostile:
+            sock.close()
+
+
 def test_a_pipeline_of_steps_keeps_its_order_through_redis_py(start: Start) -> None:
     server = start()
     client = server.client()
