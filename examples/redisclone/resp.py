@@ -500,43 +500,57 @@ def _plain(commands: List[Command], data: bytes, start: int) -> bool:
 SMALL_PACKET = 96
 
 #: Type bytes of what hiredis makes a list for, as long as the header's count says, when it reads
-#: the header: arrays, sets, pushes, attributes (a map's dict is not sized up front).
-_AGGREGATES = (b"*", b"~", b">", b"|")
-#: A header with this many digits (10,000 elements or more) keeps its packet from hiredis.
-_BIG_COUNT = 5
-#: For each, a search for it before that many digits (a literal first: the regular expression engine
-#: then looks for that byte alone, several times faster than for a set of four).
-_BIG_HEADER = {mark: re.compile(re.escape(mark) + rb"[0-9]{%d}" % _BIG_COUNT).search for mark in _AGGREGATES}
+#: the header: arrays, sets, pushes, and attributes (twice the count: keys and values). A map's
+#: dict is not sized up front.
+_AGGREGATES = ((b"*", 1), (b"~", 1), (b">", 1), (b"|", 2))
+#: For each, the type byte before two digits or more (a one-digit count cannot reserve more than
+#: 9 slots for the 4 bytes of its header); 18 digits at most, so `int` always takes them.
+_COUNTED = {mark: re.compile(re.escape(mark) + rb"([0-9]{2,18})") for mark, _ in _AGGREGATES}
 #: Bytes per type byte found above which a search for each (memchr, then a call) costs less than
 #: the regular expression's walk over every byte (measured with callgrind on CPython 3.11).
 _SPARSE = 512
 
 
-def _small_aggregates(data: bytes, start: int) -> bool:
-    """Whether no aggregate header in `data[start:]` could announce 10,000 elements or more.
+def _bounded_aggregates(data: bytes, start: int) -> bool:
+    """Whether the aggregate headers in `data[start:]` announce no more elements than it has bytes.
 
     hiredis makes an array's list when it reads the header, as long as the
-    header says, before a single element came. A header of two billion
-    elements costs nothing then (the pages are not touched), but the list is
-    freed element by element (8 s here), and a push's is walked as it is read
-    (a minute): a packet of a hundred bytes would stall the loop. So a packet
-    where any of these type bytes comes before five digits goes to the pure
-    reader, which makes room as elements come. The type bytes are found one
-    by one while they are sparse (large values: a search each) and by one
-    pass of a regular expression once they are dense (every command starts
-    with one), so the cost stays a fraction of what hiredis spends.
+    header says, before a single element came, and keeps it while it waits
+    for them. A header of two billion elements costs nothing then (the pages
+    are not touched), but the list is freed element by element (8 s here),
+    and a push's is walked as it is read (a minute); headers of a few digits
+    nested a thousand deep add up the same way. Complete commands hold at
+    least four bytes per element, so a packet whose headers announce more
+    elements than it has bytes (counting only headers of two digits or more:
+    those of one digit reserve at most 9 slots for 4 bytes, a bounded
+    multiple of the packet's size whatever their number) goes to the pure reader,
+    which makes room as elements come; so does a command too big for one
+    packet. The type bytes are found one by one while they are sparse (large
+    values: a search each) and by one pass of a regular expression once they
+    are dense (every command starts with one), so the cost stays a fraction
+    of what hiredis spends. Only a value holding such a byte before digits
+    adds to the count; it sends its packet the slower way only if it holds
+    as many as the packet has bytes.
     """
+    n = len(data)
+    budget = n - start
     find = data.find
-    for mark in _AGGREGATES:
+    for mark, slots in _AGGREGATES:
+        counted = _COUNTED[mark]
         i = find(mark, start)
         hits, since = 0, i
         while i >= 0:
-            if data[i + 1 : i + 1 + _BIG_COUNT].isdigit():
-                return False
+            if i + 2 < n and data[i + 2] != 13:  # not a one-digit header: read its count
+                m = counted.match(data, i)
+                if m is not None:
+                    budget -= slots * int(m.group(1))
+                    if budget < 0:
+                        return False
             hits += 1
             if hits == 8:
-                if i - since < 8 * _SPARSE:
-                    if _BIG_HEADER[mark](data, i) is not None:
+                if i - since < 8 * _SPARSE:  # dense: the rest in one pass
+                    budget -= slots * sum(map(int, counted.findall(data, i + 1)))
+                    if budget < 0:
                         return False
                     break
                 hits, since = 0, i
@@ -561,9 +575,10 @@ class HiredisReader:
     that command; the next packet that starts afresh goes to hiredis again.
 
     hiredis makes an array's list as long as its header says when it reads
-    the header, so a packet announcing 10,000 elements or more in any header
-    goes to the pure reader (`_small_aggregates`); and a hiredis reader that
-    stopped inside an array is dropped at once, not kept for the next packet.
+    the header, so a packet whose headers announce more elements than it has
+    bytes goes to the pure reader (`_bounded_aggregates`); and a hiredis
+    reader that stopped inside an array is dropped at once, not kept for the
+    next packet.
     """
 
     __slots__ = ("_max_bulk", "_pure", "_reader", "_small")
@@ -618,8 +633,8 @@ class HiredisReader:
             return []
         if n < self._small or n > self._max_bulk or pure.error is not None or data[start] != 42:
             return pure.feed(data, False, start)
-        if not _small_aggregates(data, start):
-            return pure.feed(data, False, start)  # hiredis would size a list by a header, not by what came
+        if not _bounded_aggregates(data, start):
+            return pure.feed(data, False, start)  # hiredis would size lists by the headers, not by what came
         reader = self._reader
         reader.feed(data, start)
         try:

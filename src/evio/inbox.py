@@ -48,11 +48,7 @@ class Inbox:
         self._closed = False
         self._wakes_signals = False
         if signals:
-            previous = signal.set_wakeup_fd(self._wfd, warn_on_full_buffer=False)
-            if previous == -1:
-                self._wakes_signals = True
-            else:
-                signal.set_wakeup_fd(previous)
+            self._wakes_signals = _swap_wakeup_fd(self._wfd, -1)
 
     @property
     def wakes_signals(self) -> bool:
@@ -84,7 +80,10 @@ class Inbox:
             if posted:
                 conn._posted += posted
             if not self._signaled:
-                os.write(self._wfd, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                try:
+                    os.write(self._wfd, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                except BlockingIOError:
+                    pass  # a pipe full of signals' bytes: readable, so the loop wakes all the same
                 self._signaled = True
         return True
 
@@ -132,10 +131,35 @@ class Inbox:
             calls, self._calls = self._calls, []
             if self._wakes_signals:  # before the descriptor closes: a signal must not write into a reused one
                 self._wakes_signals = False
-                current = signal.set_wakeup_fd(-1)
-                if current != self._wfd:  # the application set its own meanwhile: keep it
-                    signal.set_wakeup_fd(current)
+                _swap_wakeup_fd(-1, self._wfd)
             os.close(self.fd)
             if self._wfd != self.fd:
                 os.close(self._wfd)
         return calls
+
+
+def _swap_wakeup_fd(fd: int, expected: int) -> bool:
+    """Make `fd` the signal wakeup descriptor if `expected` is the current one; whether it was.
+
+    Python has no getter: the only way to read the current descriptor is to
+    set another. Signals are blocked meanwhile, so one that arrives in that
+    instant is delivered after, to whichever descriptor stays; another
+    descriptor found there is put back (with `warn_on_full_buffer=False`, as
+    its own setting cannot be read). Outside the main thread of the main
+    interpreter nothing changes and the answer is False.
+    """
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals()) if _MASKABLE else None
+    try:
+        current = signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
+        if current != expected:
+            signal.set_wakeup_fd(current, warn_on_full_buffer=False)
+            return False
+        return True
+    except ValueError:  # not the main thread of the main interpreter
+        return False
+    finally:
+        if mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+_MASKABLE = hasattr(signal, "pthread_sigmask")

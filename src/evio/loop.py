@@ -150,17 +150,21 @@ def serve(events: Events, *addrs: str) -> None:
     max_connections = _max_connections(events)
     poller = make_poller(portable=_portable(events) or any(a.portable for a in parsed))
     inbox: Inbox | None = None
+    listeners: list[Listener] = []
     try:
         # On the main thread the inbox is also the signal wakeup descriptor: a Python signal
         # handler then runs at once, even when its signal lands just as the loop goes to sleep.
         inbox = Inbox(signals=threading.current_thread() is threading.main_thread())
         listeners = bind_all(parsed)
+        loop = Loop(events, listeners, poller, inbox, max_connections)
     except BaseException:
+        for listener in listeners:
+            listener.close()
         if inbox is not None:
             inbox.close()
         poller.close()
         raise
-    Loop(events, listeners, poller, inbox, max_connections).run()
+    loop.run()
 
 
 def _queued(c: Conn) -> int | None:
@@ -267,8 +271,8 @@ class Loop:
 
     def run(self) -> None:
         """Serve until shutdown; always closes every connection and listener."""
-        self._thread_id = threading.get_ident()
         try:
+            self._thread_id = threading.get_ident()
             poller = self._poller
             poller.register(self._inbox.fd, IN)
             self._acceptor.start()

@@ -12,10 +12,9 @@ from redisclone.aof import encode_command
 from redisclone.resp import (
     HAVE_HIREDIS,
     MAX_BULK,
-    SMALL_PACKET,
     HiredisReader,
     PureReader,
-    _small_aggregates,
+    _bounded_aggregates,
     parse_int,
     split_inline,
 )
@@ -195,7 +194,8 @@ def test_a_long_array_header_reserves_nothing(make_reader: Callable[[], Reader])
 
 
 #: Packets whose headers announce billions of elements: at the top, after a whole command, nested, as
-#: a RESP3 set, push or attribute (which Redis refuses, but hiredis reads), past the small-packet bound.
+#: a RESP3 set, push or attribute (which Redis refuses, but hiredis reads), followed by a protocol
+#: error; and a thousand nested headers of four digits (ten million elements in 7 KB).
 HUGE_HEADERS = [
     b"*2147483647\r\n" + b"$1\r\na\r\n" * 20,
     b"*1\r\n$4\r\nPING\r\n" * 8 + b"*2147483647\r\n$1\r\na\r\n",
@@ -203,36 +203,63 @@ HUGE_HEADERS = [
     b"*1\r\n~2147483647\r\n" + b"$1\r\n*\r\n" * 20,
     b"*1\r\n>2147483647\r\n" + b"$1\r\na\r\n" * 20,
     b"*1\r\n|2147483647\r\n" + b"$1\r\na\r\n" * 20,
-    b"*2147483647\r\n?",  # and a protocol error right after it
+    b"*2147483647\r\n?",
+    b"*1\r\n" + b">9999\r\n" * 1000,
 ]
 
 
+class _Refuses:
+    """A stand-in for hiredis's reader that fails the test when fed."""
+
+    def feed(self, *args: object) -> None:
+        raise AssertionError("hiredis was fed the packet")
+
+
 @pytest.mark.skipif(not HAVE_HIREDIS, reason="hiredis is not installed")
-@pytest.mark.parametrize("packet", HUGE_HEADERS, ids=["top", "after", "nested", "set", "push", "attribute", "error"])
+@pytest.mark.parametrize(
+    "packet", HUGE_HEADERS, ids=["top", "after", "nested", "set", "push", "attribute", "error", "nested-small"]
+)
 def test_a_huge_header_never_reaches_hiredis(packet: bytes) -> None:
-    """hiredis sizes a list by the header as it reads it: freeing one of 2^31 took 8 s, a push's a minute."""
-    assert not _small_aggregates(packet, 0)
-    reader = HiredisReader()
-    assert len(packet) >= SMALL_PACKET or packet.endswith(b"?")
+    """hiredis sizes lists by headers as it reads them: freeing one of 2^31 took 8 s here, a push's a minute."""
+    assert not _bounded_aggregates(packet, 0)
+    reader = HiredisReader(small_packet=0)
+    reader._reader = _Refuses()
+    before = [[b"PING"]] * 8 if packet.startswith(b"*1\r\n$4\r\nPING") else []
+    assert reader.feed(packet) == before
+    assert reader.busy or reader.error is not None  # the pure reader holds the command, or refused it
+
+
+@pytest.mark.skipif(not HAVE_HIREDIS, reason="hiredis is not installed")
+def test_a_reader_fed_a_huge_header_goes_at_once() -> None:
+    reader = HiredisReader(small_packet=0)
     started = time.monotonic()
-    reader.feed(packet)
-    hiredis_reader = reader._reader
+    reader.feed(HUGE_HEADERS[0])
     del reader
-    # Without the check this took 4-60 s here; a bound of 2 s leaves a slow machine room, and the
-    # path assertion below says the bound was met for the right reason.
+    # Without the check this took 8 s here: 2 s leaves a loaded machine room.
     assert time.monotonic() - started < 2.0
-    assert hiredis_reader.len() == 0, "hiredis was fed the packet"
 
 
-def test_only_a_type_byte_before_five_digits_counts_as_a_huge_header() -> None:
-    assert _small_aggregates(b"*9999\r\n$3\r\nSET\r\n$5\r\n*1234\r\n$5\r\n>1234\r\n", 0)
-    assert not _small_aggregates(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$6\r\n*12345\r\n", 0)  # in a value: the slow way
-    assert _small_aggregates(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2000\r\n" + b">" * 2000 + b"\r\n", 0)
-    assert _small_aggregates(b"*1\r\n$4\r\nPING\r\n" * 200, 0)
-    assert not _small_aggregates(b"*1\r\n$4\r\nPING\r\n" * 200 + b"*10000\r\n", 0)  # dense: the regex
-    assert not _small_aggregates(b"*1\r\n$6\r\n" + b"*" * 5000 + b"12345\r\n", 0)
-    assert not _small_aggregates(b"*12345\r\n", 0)
-    assert _small_aggregates(b"*2\r\n$3\r\nGET\r\n$5\r\n12345\r\n", 0)  # digits, not after a type byte
+def test_only_headers_announcing_more_elements_than_bytes_keep_a_packet_from_hiredis() -> None:
+    mset = b"*2001\r\n$4\r\nMSET\r\n" + b"$1\r\nk\r\n$1\r\nv\r\n" * 1000
+    assert _bounded_aggregates(mset, 0)  # a big command, whole
+    assert _bounded_aggregates(mset[:4000], 0)  # its first 4,000 bytes: 2,001 announced, hiredis may
+    assert not _bounded_aggregates(mset[:1500], 0)  # its first 1,500: the pure reader carries it over
+    assert _bounded_aggregates(b"*1\r\n" * 100 + b"*9\r\n" * 100, 0)  # one digit: at most 9 for 4 bytes
+    assert _bounded_aggregates(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2000\r\n" + b">" * 2000 + b"\r\n", 0)
+    assert _bounded_aggregates(b"*1\r\n$4\r\nPING\r\n" * 200, 0)
+    assert not _bounded_aggregates(b"*1\r\n$4\r\nPING\r\n" * 200 + b"*10000\r\n", 0)  # dense: the regex
+    assert _bounded_aggregates(b"*1\r\n$4\r\nPING\r\n" * 200 + b"*1000\r\n", 0)
+    assert not _bounded_aggregates(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$6\r\n*99999\r\n", 0)  # in a value too
+    assert _bounded_aggregates(b"*2\r\n$3\r\nGET\r\n$5\r\n12345\r\n", 0)  # digits after no type byte
+    assert _bounded_aggregates(b"*2\r\n$3\r\nGET\r\n$5\r\n12345\r\n*12", 0)  # a header still cut short
+
+
+def test_the_sparse_search_counts_every_header() -> None:
+    """Large values: more than 8 type bytes, 512 bytes apart or more, each found by a search."""
+    big = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1000\r\n" + b"x" * 1000 + b"\r\n"
+    assert _bounded_aggregates(big * 20, 0)
+    assert not _bounded_aggregates(big * 12 + b"*99999\r\n" + big * 3, 0)
+    assert not _bounded_aggregates(big * 12 + b"*1\r\n" + b"*999\r\n" * 30 + big, 0)  # turns dense
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
