@@ -38,7 +38,10 @@ LIBRARY = {"evio": "src/evio"}
 #: what users construct and call with arguments of their own (`Events`, `Options`, `Action`, `Server`),
 #: nothing on a per-byte path: interpreted, their arguments are checked by our code, whose messages name
 #: the argument at fault, where mypyc's checks of the declared types would answer first, more tersely.
-INTERPRETED = {"evio/events.py", "evio/server.py"}
+#: And the inbox: the interpreter runs a Python signal handler only between two bytecodes, and compiled
+#: code has none, so a signal taken by another thread (it only wakes the poll through the inbox's
+#: descriptor) would wait for the next interpreted call; the loop's call of `Inbox.take` is that call.
+INTERPRETED = {"evio/events.py", "evio/server.py", "evio/inbox.py"}
 #: The examples' packages, compiled too with EVIO_COMPILE=examples.
 EXAMPLES = {"redisclone": "examples/redisclone", "minihttp": "examples/minihttp", "tcplb": "examples/tcplb"}
 
