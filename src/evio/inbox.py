@@ -50,11 +50,6 @@ class Inbox:
         if signals:
             self._wakes_signals = _swap_wakeup_fd(self._wfd, -1)
 
-    @property
-    def wakes_signals(self) -> bool:
-        """Whether a signal makes this inbox's descriptor readable (it is the signal wakeup descriptor)."""
-        return self._wakes_signals
-
     def post(
         self, function: Callable[[Any, Any], None], conn: Any, arg: Any, posted: int = 0, wake: bool = False
     ) -> bool:

@@ -487,6 +487,13 @@ def test_no_descriptor_left_after_a_run_that_dialled(start_server: Start, backen
     assert len(ev.closed_count) == 6 and set(ev.closed_count.values()) == {1}
 
 
+def _start_script(processes: Processes, source: str, *args: str, ready: str) -> ServerProcess:
+    """Run `source` with `args` in a child Python that imports what this one does, once it prints `ready`."""
+    argv = [sys.executable, "-c", source, *args]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    return processes.add(ServerProcess(argv, ready=ready, env=env))
+
+
 _SIGNAL_SERVER = """
 import signal, sys, evio
 
@@ -502,9 +509,7 @@ print("stopped", flush=True)
 
 def test_shutdown_from_a_signal_handler_stops_an_idle_loop_at_once(backend: str, processes: Processes) -> None:
     """No tick, no traffic: the handler's shutdown() must interrupt the poll, which would otherwise resume."""
-    argv = [sys.executable, "-c", _SIGNAL_SERVER, local(backend)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    proc = processes.add(ServerProcess(argv, ready="ready", env=env))
+    proc = _start_script(processes, _SIGNAL_SERVER, local(backend), ready="ready")
     assert proc.stdout() == "ready\n"
     assert proc.stop(signal.SIGTERM) == 0, proc.describe()
     assert proc.stdout() == "ready\nstopped\n"
@@ -540,9 +545,7 @@ print("stopped", "theirs" if after == theirs else "none" if after == -1 else "ou
 
 def test_a_signal_taken_by_another_thread_still_runs_its_handler(backend: str, processes: Processes) -> None:
     """serve() on the main thread makes its inbox the signal wakeup descriptor, and gives it back."""
-    argv = [sys.executable, "-c", _SIGNAL_ON_ANOTHER_THREAD, local(backend), "none"]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    proc = processes.add(ServerProcess(argv, ready=r"ready \w+", env=env))
+    proc = _start_script(processes, _SIGNAL_ON_ANOTHER_THREAD, local(backend), "none", ready=r"ready \w+")
     assert proc.stdout() == "ready ours\n"
     proc.send_signal(signal.SIGUSR1)
     assert proc.wait(WAIT) == 0, proc.describe()
@@ -550,8 +553,6 @@ def test_a_signal_taken_by_another_thread_still_runs_its_handler(backend: str, p
 
 
 def test_an_applications_signal_wakeup_descriptor_is_left_alone(backend: str, processes: Processes) -> None:
-    argv = [sys.executable, "-c", _SIGNAL_ON_ANOTHER_THREAD, local(backend), "theirs"]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    proc = processes.add(ServerProcess(argv, ready=r"ready \w+", env=env))
+    proc = _start_script(processes, _SIGNAL_ON_ANOTHER_THREAD, local(backend), "theirs", ready=r"ready \w+")
     assert proc.wait(WAIT) == 0, proc.describe()
     assert proc.stdout() == "ready theirs\nstopped theirs\n"
