@@ -11,10 +11,12 @@ from hypothesis import strategies as st
 from redisclone.aof import encode_command
 from redisclone.resp import (
     HAVE_HIREDIS,
+    LARGE_ELEMENT,
     MAX_BULK,
     HiredisReader,
     PureReader,
     _bounded_aggregates,
+    _large_first,
     parse_int,
     split_inline,
 )
@@ -260,6 +262,54 @@ def test_the_sparse_search_counts_every_header() -> None:
     assert _bounded_aggregates(big * 20, 0)
     assert not _bounded_aggregates(big * 12 + b"*99999\r\n" + big * 3, 0)
     assert not _bounded_aggregates(big * 12 + b"*1\r\n" + b"*999\r\n" * 30 + big, 0)  # turns dense
+
+
+def _set(value: bytes) -> bytes:
+    return b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$%d\r\n%s\r\n" % (len(value), value)
+
+
+def test_large_first_reads_the_first_elements_headers() -> None:
+    assert _large_first(_set(b"v" * LARGE_ELEMENT), 0)
+    assert _large_first(_set(b"v" * LARGE_ELEMENT)[:40], 0)  # the header is enough: the value may follow
+    assert _large_first(b"*1\r\n$100000\r\n", 0)
+    assert not _large_first(_set(b"v" * (LARGE_ELEMENT - 1)), 0)
+    assert not _large_first(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n" + _set(b"v" * 1000), 0)  # the next command's
+    assert not _large_first(b"*5\r\n" + b"$1\r\nx\r\n" * 4 + b"$1000\r\n", 0)  # past the first four
+    assert not _large_first(b"*3\r\n$3\r\nSET\r\n:1\r\n$1000\r\n", 0)  # not bulk strings: hiredis's checks judge
+    assert not _large_first(b"*3\r\n$3\r\nSET\r\n$-1\r\n", 0)
+    assert not _large_first(b"*3\r\n$3\r\nSE", 0)
+    packet = b"PING\r\n" + _set(b"v" * 600)
+    assert _large_first(packet, 6) and not _large_first(packet, 0)
+
+
+class _Counts:
+    """hiredis's reader, counting the packets it is fed."""
+
+    def __init__(self, reader: object) -> None:
+        self.reader = reader
+        self.fed = 0
+
+    def feed(self, *args: object) -> None:
+        self.fed += 1
+        self.reader.feed(*args)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.reader, name)
+
+
+@pytest.mark.skipif(not HAVE_HIREDIS, reason="hiredis is not installed")
+def test_packets_of_long_values_go_to_the_pure_reader() -> None:
+    """hiredis's checks cost by the byte of a value; the pure reader takes a long value with one slice."""
+    long, short = b"a>1b" * (LARGE_ELEMENT // 4), b"a>1b" * (LARGE_ELEMENT // 4 - 1)
+    reader = HiredisReader(small_packet=0)
+    reader._reader = _Refuses()
+    assert reader.feed(_set(long) * 3) == [[b"SET", b"k", long]] * 3
+    assert reader.feed(_set(long)[:100]) == []  # a long value cut short: carried over by the pure reader
+    assert reader.feed(_set(long)[100:] + _set(long)) == [[b"SET", b"k", long]] * 2
+    reader = HiredisReader(small_packet=0)
+    counting = reader._reader = _Counts(reader._reader)
+    assert reader.feed(_set(short) * 3) == [[b"SET", b"k", short]] * 3
+    assert counting.fed > 0  # values just shorter: hiredis
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
