@@ -561,11 +561,12 @@ def _bounded_aggregates(data: bytes, start: int) -> bool:
 #: An element of this many bytes or more among the first of a packet sends the packet to the pure
 #: reader: it takes a long value with one slice, where hiredis's checks here cost by the byte and by
 #: what the value holds (its type bytes and digits). Measured with callgrind on CPython 3.11, per SET
-#: through the protocol, 16 to a packet, values of redis-benchmark's random characters: 512 bytes
-#: 20,268 instructions through hiredis and 22,080 pure, 640 bytes 21,901 and 22,197, 1,000 bytes
-#: 30,544 and 22,224.
-LARGE_ELEMENT = 512
-#: How many elements of a packet `_large_first` looks at: enough for the value of a SET.
+#: through this reader, 16 to a packet, values of redis-benchmark's random characters: through
+#: hiredis 21,901 instructions at 640 bytes, 23,433 at 768, 30,544 at 1,000; sent to the pure reader
+#: (the look at the headers included) 23,755 at 768, 24,004 at 1,000. Values of one repeated byte
+#: cost hiredis less (15,493 at 768): this is where random-looking values break even.
+LARGE_ELEMENT = 768
+#: How many elements of a packet `_large_first` looks at: enough for the value of a SET or an APPEND.
 _PEEKED = 4
 
 
@@ -573,11 +574,12 @@ def _large_first(data: bytes, start: int) -> bool:
     """Whether one of the first few elements of `data[start:]`, a packet that begins a command, is large.
 
     It reads their headers only, stepping over what they announce, so its
-    cost does not follow the packet's size (and it matches headers with
-    regular expressions: `bytes.find` costs ten times as much per call on
-    CPython 3.11). A packet it cannot read that far (an element that is not
-    a bulk string, a header cut off or not a length) is not judged large:
-    hiredis and its checks take it as before.
+    cost does not follow the packet's size. It looks at up to `_PEEKED`
+    elements whatever the array's count, so it may look into the next
+    command: that only sends a packet to the pure reader, which is never
+    wrong. A packet it cannot read that far (an element that is not a bulk
+    string, a header cut off or not a length) is not judged large: hiredis
+    and its checks take it as before.
     """
     m = _ARRAY_HEAD.match(data, start)
     if m is None:
@@ -619,9 +621,10 @@ class HiredisReader:
     the header, so a packet whose headers announce more elements than it has
     bytes goes to the pure reader (`_bounded_aggregates`); and a hiredis
     reader that stopped inside an array is dropped at once, not kept for the
-    next packet. A packet whose first command holds a long value
-    (`LARGE_ELEMENT` bytes or more) goes to the pure reader too: the checks
-    above cost by the byte there, the pure reader by the element.
+    next packet. A packet whose first elements hold a long value
+    (`LARGE_ELEMENT` bytes or more) goes to the pure reader too, whatever
+    follows it: the checks above cost by the byte there, the pure reader by
+    the element.
     """
 
     __slots__ = ("_max_bulk", "_pure", "_reader", "_small")

@@ -278,7 +278,7 @@ def test_large_first_reads_the_first_elements_headers() -> None:
     assert not _large_first(b"*3\r\n$3\r\nSET\r\n:1\r\n$1000\r\n", 0)  # not bulk strings: hiredis's checks judge
     assert not _large_first(b"*3\r\n$3\r\nSET\r\n$-1\r\n", 0)
     assert not _large_first(b"*3\r\n$3\r\nSE", 0)
-    packet = b"PING\r\n" + _set(b"v" * 600)
+    packet = b"PING\r\n" + _set(b"v" * LARGE_ELEMENT)
     assert _large_first(packet, 6) and not _large_first(packet, 0)
 
 
@@ -305,11 +305,21 @@ def test_packets_of_long_values_go_to_the_pure_reader() -> None:
     reader._reader = _Refuses()
     assert reader.feed(_set(long) * 3) == [[b"SET", b"k", long]] * 3
     assert reader.feed(_set(long)[:100]) == []  # a long value cut short: carried over by the pure reader
+    # The pure reader finishes that command, and the next one, from the middle of the packet, is long too.
     assert reader.feed(_set(long)[100:] + _set(long)) == [[b"SET", b"k", long]] * 2
     reader = HiredisReader(small_packet=0)
     counting = reader._reader = _Counts(reader._reader)
     assert reader.feed(_set(short) * 3) == [[b"SET", b"k", short]] * 3
-    assert counting.fed > 0  # values just shorter: hiredis
+    assert counting.fed == 1  # values just shorter: hiredis
+    # Short first, long after: hiredis, judged as the pure reader judges.
+    packet = _set(b"v") + _set(long) * 2
+    assert reader.feed(packet) == PureReader().feed(packet)
+    assert counting.fed == 2
+    # A long value holding what looks like the next command near its start: hiredis too, judged alike.
+    tricky = b"\r\n*" + long[3:]
+    packet = _set(tricky) * 2
+    assert reader.feed(packet) == [[b"SET", b"k", tricky]] * 2
+    assert counting.fed == 3
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -341,6 +351,8 @@ def test_parse_int_is_as_strict_as_string2ll() -> None:
 _PIECES = [b"*1\r\n", b"*2\r\n", b"$1\r\n", b"$3\r\n", b"a\r\n", b"abc\r\n", b"+OK\r\n", b":1\r\n", b"=5\r\n"]
 _PIECES += [b"(1\r\n", b">1\r\n", b"_\r\n", b"*-1\r\n", b"*0\r\n", b"$-1\r\n", b"%1\r\n"]
 _PIECES += [b"PING\r\n", b"*1\r\n$4\r\nPING\r\n", b"~1\r\n", b"|1\r\n", b",1.5\r\n", b"#t\r\n", b"!3\r\nERR\r\n"]
+# Long values, which take the pure reader's way from the first element's header on.
+_PIECES += [b"$800\r\n", b"v" * 800 + b"\r\n", b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$800\r\n" + b"v" * 800 + b"\r\n"]
 
 
 @pytest.mark.skipif(not HAVE_HIREDIS, reason="hiredis is not installed")
@@ -350,7 +362,7 @@ _PIECES += [b"PING\r\n", b"*1\r\n$4\r\nPING\r\n", b"~1\r\n", b"|1\r\n", b",1.5\r
         st.sampled_from(_PIECES),
         max_size=12,
     ).map(b"".join),
-    cut=st.integers(0, 200),
+    cut=st.integers(0, 2000),
 )
 def test_the_hiredis_reader_judges_as_the_pure_one(junk: bytes, cut: int) -> None:
     pure, fast = PureReader(), HiredisReader(small_packet=0)
