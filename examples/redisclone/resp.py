@@ -573,7 +573,9 @@ _PEEKED = 4
 def _large_first(data: bytes, start: int) -> bool:
     """Whether one of the first few elements of `data[start:]`, a packet that begins a command, is large.
 
-    It reads their headers only, stepping over what they announce, so its
+    A second command starting within `LARGE_ELEMENT` bytes means short
+    values: one bounded search tells, and spares the rest. Otherwise it reads
+    the elements' headers only, stepping over what they announce, so its
     cost does not follow the packet's size. It looks at up to `_PEEKED`
     elements whatever the array's count, so it may look into the next
     command: that only sends a packet to the pure reader, which is never
@@ -581,6 +583,8 @@ def _large_first(data: bytes, start: int) -> bool:
     string, a header cut off or not a length) is not judged large: hiredis
     and its checks take it as before.
     """
+    if data.find(b"\r\n*", start, start + LARGE_ELEMENT) >= 0:
+        return False
     m = _ARRAY_HEAD.match(data, start)
     if m is None:
         return False
@@ -679,8 +683,7 @@ class HiredisReader:
             return []
         if n < self._small or n > self._max_bulk or pure.error is not None or data[start] != 42:
             return pure.feed(data, False, start)
-        # A second command starting soon means short values: one search spares the look at the headers.
-        if data.find(b"\r\n*", start, start + LARGE_ELEMENT) < 0 and _large_first(data, start):
+        if _large_first(data, start):
             return pure.feed(data, False, start)  # long values: the pure reader takes each with one slice
         if not _bounded_aggregates(data, start):
             return pure.feed(data, False, start)  # hiredis would size lists by the headers, not by what came
