@@ -265,7 +265,7 @@ def test_the_sparse_search_counts_every_header() -> None:
 
 
 def _set(value: bytes) -> bytes:
-    return b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$%d\r\n%s\r\n" % (len(value), value)
+    return encode_command([b"SET", b"k", value])
 
 
 def test_large_first_reads_the_first_elements_headers() -> None:
@@ -352,7 +352,7 @@ _PIECES = [b"*1\r\n", b"*2\r\n", b"$1\r\n", b"$3\r\n", b"a\r\n", b"abc\r\n", b"+
 _PIECES += [b"(1\r\n", b">1\r\n", b"_\r\n", b"*-1\r\n", b"*0\r\n", b"$-1\r\n", b"%1\r\n"]
 _PIECES += [b"PING\r\n", b"*1\r\n$4\r\nPING\r\n", b"~1\r\n", b"|1\r\n", b",1.5\r\n", b"#t\r\n", b"!3\r\nERR\r\n"]
 # Long values, which take the pure reader's way from the first element's header on.
-_PIECES += [b"$800\r\n", b"v" * 800 + b"\r\n", b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$800\r\n" + b"v" * 800 + b"\r\n"]
+_PIECES += [b"$800\r\n", b"v" * 800 + b"\r\n", _set(b"v" * 800)]
 
 
 @pytest.mark.skipif(not HAVE_HIREDIS, reason="hiredis is not installed")
